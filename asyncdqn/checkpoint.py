@@ -1,0 +1,99 @@
+"""Checkpoints: written atomically, loaded without executing anything.
+
+Place in the flow: end of the run (and every `checkpoint_every` updates); read by `eval` and `backtest`.
+
+Safety: the file holds only tensors, numbers, strings, lists and dicts, and is read with
+`torch.load(weights_only=True)`, which refuses pickled code. Writes go to a temp file in the same folder,
+are fsync'ed, then `os.replace`d over the old file, so a crash mid-write leaves the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from asyncdqn.errors import UserError
+from asyncdqn.nets import EnsembleQNet, GreedyPolicy
+
+FORMAT = "asyncdqn-checkpoint"
+VERSION = 1
+FILENAME = "checkpoint.pt"
+
+
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Call `write(fileobj)` on a temp file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save(path: Path, payload: dict) -> None:
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+
+def resolve(path_or_dir: str | Path) -> Path:
+    p = Path(path_or_dir)
+    if p.is_dir():
+        p = p / FILENAME
+    if not p.is_file():
+        raise UserError(f"checkpoint not found: {path_or_dir}")
+    return p
+
+
+def load(path_or_dir: str | Path) -> dict:
+    """Load and check a checkpoint; any problem is a one-line UserError, and nothing is executed."""
+    path = resolve(path_or_dir)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "unsafe or corrupt pickle"
+        raise UserError(f"{path}: refused to load (not a plain-tensor checkpoint: {reason[:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise UserError(f"{path}: corrupt or truncated checkpoint ({str(exc).splitlines()[0][:160]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path}: not an asyncdqn checkpoint")
+    if ckpt.get("version") != VERSION:
+        raise UserError(f"{path}: checkpoint version {ckpt.get('version')!r}; this asyncdqn reads version {VERSION}")
+    return ckpt
+
+
+def policy_payload(net: EnsembleQNet, weights_K: np.ndarray) -> dict:
+    return {"spec": net.spec(), "state": {k: v.detach().clone() for k, v in net.state_dict().items()},
+            "weights": torch.as_tensor(np.asarray(weights_K, dtype=np.float32))}
+
+
+def policy_from(ckpt: dict) -> GreedyPolicy:
+    """The greedy policy stored in a loaded checkpoint."""
+    try:
+        pol = ckpt["policy"]
+        net = EnsembleQNet.from_spec(pol["spec"])
+        net.load_state_dict(pol["state"])
+        return GreedyPolicy(net.eval(), pol["weights"].numpy())
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise UserError(f"checkpoint policy is malformed ({str(exc).splitlines()[0][:160]})") from None

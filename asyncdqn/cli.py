@@ -1,0 +1,182 @@
+"""The `asyncdqn` command: train, eval, backtest, scenarios.
+
+Place in the flow: the outermost layer. It parses arguments, builds the config, draws progress, handles
+signals, and turns every UserError/DataError into one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from asyncdqn import checkpoint, config
+from asyncdqn.errors import UserError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="asyncdqn", description="Parallel DQN: K Q-nets, one replay pool, a softmax-merged target.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train on a scenario (built-in name or TOML path)")
+    t.add_argument("scenario")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--out", type=Path, default=None, help="run folder (default runs/<scenario>-seed<S>-<time>)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set lr=1e-3 --set merge.tau=inf")
+    t.add_argument("--env", default=None, help="gymnasium id to train on instead, e.g. Acrobot-v1 or pkg:Env-v0")
+    t.add_argument("--env-factory", default=None, help="pkg.module:callable returning a gymnasium.Env")
+    t.add_argument("--force", action="store_true", help="overwrite a run folder that holds a checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="greedy evaluation of a checkpoint")
+    e.add_argument("checkpoint")
+    e.add_argument("--episodes", type=int, default=20)
+    e.add_argument("--seed", type=int, default=12345)
+
+    s = sub.add_parser("scenarios", help="list the built-in scenarios")
+    s.add_argument("--fields", action="store_true", help="also list every config field with its meaning")
+
+    b = sub.add_parser("backtest", help="backtest a trading policy (or a reference policy) on a CSV")
+    b.add_argument("checkpoint", nargs="?", default=None)
+    b.add_argument("--data", required=True)
+    b.add_argument("--policy", choices=["long", "flat", "short", "random"], default=None)
+    b.add_argument("--start", default=None)
+    b.add_argument("--end", default=None)
+    b.add_argument("--cost-bps", type=float, default=None)
+    b.add_argument("--fill", choices=["open", "close"], default=None)
+    b.add_argument("--periods-per-year", type=float, default=252.0)
+    b.add_argument("--risk-free", type=float, default=0.0, help="annual risk-free rate, e.g. 0.02")
+    b.add_argument("--date-format", default=None)
+    b.add_argument("--dayfirst", action="store_true")
+    b.add_argument("--dropna", action="store_true")
+    b.add_argument("--seed", type=int, default=0, help="seed of the random reference policy")
+    b.add_argument("--out", type=Path, default=None)
+    return p
+
+
+def _progress_display():
+    """A rich progress bar fed by the runtime's Progress snapshots."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed:>8.0f}/{task.total:.0f}"),
+                   TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False, auto_refresh=False)
+    task = bar.add_task("train", total=1, info="")
+
+    def update(p) -> None:
+        w = " ".join(f"{x:.2f}" for x in p.merge_weights)
+        ret = "—" if math.isnan(p.recent_return) else f"{p.recent_return:.1f}"
+        ev = "—" if math.isnan(p.last_eval) else f"{p.last_eval:.1f}"
+        bar.update(task, completed=p.env_steps, total=p.total_steps,
+                   info=f"{p.steps_per_s:,.0f} steps/s  upd {p.updates}  return {ret}  eval {ev}  "
+                        f"queue {p.queue_depth}  w [{w}]")
+        bar.refresh()
+
+    return bar, update
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from asyncdqn.runtime import run
+
+    overrides = list(args.overrides)
+    if args.env:
+        overrides += [f"env.id={json.dumps(args.env)}", 'env.factory=""']
+    if args.env_factory:
+        overrides += [f"env.factory={json.dumps(args.env_factory)}"]
+    cfg = config.load(args.scenario, overrides, seed=args.seed)
+    out = args.out or Path("runs") / f"{cfg.scenario}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (out / checkpoint.FILENAME).exists() and not args.force:
+        raise UserError(f"{out} already holds a checkpoint; pick another --out or pass --force")
+    if args.quiet or not sys.stderr.isatty():
+        summary = asyncio.run(run(cfg, out))
+    else:
+        bar, update = _progress_display()
+        with bar:
+            summary = asyncio.run(run(cfg, out, progress=update))
+    print(f"eval_return_mean {summary['eval_return_mean']:.1f} ± {summary['eval_return_std']:.1f} "
+          f"over {summary['eval_episodes']} episodes; {summary['env_steps']} steps, {summary['updates']} updates "
+          f"in {summary['wall_s']:.1f} s; merge weights {[round(w, 3) for w in summary['merge_weights']]}")
+    print(f"saved to {out}/ (checkpoint.pt, summary.json, metrics.jsonl, learning_curve.png, config.toml)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from asyncdqn.environments import env_kwargs, make_env
+    from asyncdqn.evaluation import evaluate
+
+    if args.episodes < 1:
+        raise UserError("--episodes must be >= 1")
+    path = checkpoint.resolve(args.checkpoint)
+    ckpt = checkpoint.load(path)
+    policy = checkpoint.policy_from(ckpt)
+    cfg = config.from_dict(ckpt["config"])
+    kwargs = env_kwargs(cfg, evaluation=True)
+    res = evaluate(lambda: make_env(cfg.env, kwargs), policy, args.episodes, args.seed)
+    result = {"checkpoint": str(path), "env": cfg.env.factory or cfg.env.id, "episodes": args.episodes,
+              "seed": args.seed, "return_mean": res.mean, "return_std": res.std,
+              "returns": res.returns.tolist(), "lengths": res.lengths.tolist()}
+    checkpoint.atomic_write_text(path.parent / "eval.json", json.dumps(result, indent=2))
+    print(f"{result['env']}: greedy return {res.mean:.2f} ± {res.std:.2f} over {args.episodes} episodes "
+          f"(written to {path.parent / 'eval.json'})")
+    return 0
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    for name in config.scenario_names():
+        print(f"{name:<24} {config.scenario_summary(name)}")
+    if args.fields:
+        for section, cls in [("", config.RunConfig), *config.SECTION_TYPES.items()]:
+            for key, doc in config.field_docs(cls).items():
+                print(f"  {section + '.' if section else ''}{key:<20} {doc}")
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from asyncdqn.backtest_cli import backtest_command
+
+    return backtest_command(args)
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The UserError (or envs' DataError) behind `exc`, looking inside TaskGroup exception groups."""
+    data_module = sys.modules.get("envs.market_data")
+    kinds = (UserError,) + ((data_module.DataError,) if data_module else ())
+    if isinstance(exc, kinds):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _user_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    commands = {"train": cmd_train, "eval": cmd_eval, "scenarios": cmd_scenarios, "backtest": cmd_backtest}
+    try:
+        args = _parser().parse_args(argv)
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("asyncdqn: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        found = _user_error(exc)
+        if found is None:
+            raise
+        print(f"asyncdqn: error: {found}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""Run configuration: frozen dataclasses filled from a scenario TOML and `--set key=value` overrides.
+
+Place in the flow: read first, by the CLI; every later stage receives the part it needs. Each field's
+docstring (the string literal under it) is what `asyncdqn scenarios --fields` and the README show.
+
+A scenario TOML has top-level run fields and one table per section (`[env]`, `[actors]`, `[replay]`,
+`[learner]`, `[merge]`, `[eval]`, `[trading]`). An override key is `section.field`, or a bare field name
+when only one section has it (`--set lr=1e-3`, `--set data=prices.csv`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from asyncdqn.errors import UserError
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    id: str = "CartPole-v1"
+    """A `gymnasium.make` id; `module:Env-v0` imports `module` first (third-party envs)."""
+    factory: str = ""
+    """`pkg.module:callable` returning a gymnasium.Env; overrides `id` when set."""
+    kwargs: dict = field(default_factory=dict)
+    """Keyword arguments for `gymnasium.make` or the factory."""
+    eval_kwargs: dict = field(default_factory=dict)
+    """Overrides of `kwargs` for the evaluation env copies (e.g. a held-out date range)."""
+
+    def __post_init__(self) -> None:
+        if not self.id and not self.factory:
+            raise UserError("config: env.id or env.factory must be set")
+        if self.factory and ":" not in self.factory:
+            raise UserError(f"config: env.factory {self.factory!r} must look like 'pkg.module:callable'")
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    num_actors: int = 8
+    """Env instances, one asyncio coroutine each. Actor i acts with Q-net i mod K."""
+    eps_base: float = 0.4
+    """Ape-X epsilon ladder: actor i ends at eps_base ** (1 + eps_alpha * i / (N - 1))."""
+    eps_alpha: float = 7.0
+    """Spread of the epsilon ladder (Horgan et al. 2018 use 7)."""
+    eps_anneal_steps: int = 10_000
+    """Env steps over which each actor's epsilon falls linearly from 1 to its ladder value."""
+    n_step: int = 1
+    """n of the n-step return, computed per actor (1 = one-step TD)."""
+    chunk_rows: int = 32
+    """Rows an actor collects before it puts one chunk on the queue."""
+    queue_chunks: int = 16
+    """Capacity of the bounded actor -> replay queue, in chunks; a full queue makes actors wait."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_actors >= 1, "actors.num_actors", "must be >= 1")
+        _require(0.0 <= self.eps_base <= 1.0, "actors.eps_base", "must be in [0, 1]")
+        _require(self.eps_alpha >= 0.0, "actors.eps_alpha", "must be >= 0")
+        _require(self.eps_anneal_steps >= 0, "actors.eps_anneal_steps", "must be >= 0")
+        _require(1 <= self.n_step <= 100, "actors.n_step", "must be in [1, 100]")
+        _require(self.chunk_rows >= self.n_step + 3, "actors.chunk_rows", "must be >= n_step + 3")
+        _require(self.queue_chunks >= 1, "actors.queue_chunks", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    capacity: int = 100_000
+    """Rows in the shared ring buffer (one row per env step, plus one per episode end)."""
+    batch_size: int = 64
+    """Minibatch size per Q-net; the K nets each get their own minibatch."""
+    prioritized: bool = False
+    """Proportional prioritized replay (Schaul et al. 2016) with a sum tree."""
+    alpha: float = 0.6
+    """Priority exponent of prioritized replay."""
+    beta: float = 0.4
+    """Initial importance-sampling exponent, annealed linearly to 1 over the run."""
+
+    def __post_init__(self) -> None:
+        _require(self.capacity >= 64, "replay.capacity", "must be >= 64")
+        _require(self.batch_size >= 1, "replay.batch_size", "must be >= 1")
+        _require(self.alpha >= 0.0, "replay.alpha", "must be >= 0")
+        _require(0.0 <= self.beta <= 1.0, "replay.beta", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    num_nets: int = 4
+    """K, the Q-networks trained at once as one batched ensemble module."""
+    hidden: tuple = (128, 128)
+    """Hidden layer widths of each Q-net's MLP."""
+    dueling: bool = False
+    """Dueling value/advantage heads (Wang et al. 2016)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    gamma: float = 0.99
+    """Discount factor."""
+    grad_clip: float = 10.0
+    """Gradient-norm clip, applied to each net separately so the K nets stay independent."""
+    huber_delta: float = 1.0
+    """Huber loss threshold."""
+    double: bool = True
+    """Double-DQN targets: the online net picks a', the target net values it."""
+    replay_ratio: float = 0.25
+    """Learner updates per env step, held by the runtime (0 = collect only)."""
+    learning_starts: int = 1_000
+    """Env steps collected before the first update."""
+    updates_per_call: int = 8
+    """Updates per hand-off to the learner thread."""
+    max_lead: int = 256
+    """Env steps the actors may run ahead of the replay-ratio schedule; 0 = lockstep, deterministic."""
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.num_nets <= 64, "learner.num_nets", "must be in [1, 64]")
+        _require(all(isinstance(h, int) and h > 0 for h in self.hidden), "learner.hidden",
+                 "must be a list of positive integers")
+        _require(self.lr > 0, "learner.lr", "must be > 0")
+        _require(0.0 <= self.gamma <= 1.0, "learner.gamma", "must be in [0, 1]")
+        _require(self.grad_clip > 0, "learner.grad_clip", "must be > 0")
+        _require(self.huber_delta > 0, "learner.huber_delta", "must be > 0")
+        _require(self.replay_ratio >= 0, "learner.replay_ratio", "must be >= 0")
+        _require(self.learning_starts >= 1, "learner.learning_starts", "must be >= 1")
+        _require(self.updates_per_call >= 1, "learner.updates_per_call", "must be >= 1")
+        _require(self.max_lead >= 0, "learner.max_lead", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    every: int = 250
+    """Updates between softmax target merges (the target-network period)."""
+    space: str = "params"
+    """'params': target = sum_k w_k theta_k and online nets re-synced; 'outputs': target Q = sum_k w_k Q_k(lagged)."""
+    score: str = "return"
+    """'return': mean recent episodic return of each net's actors; 'td_loss': negative recent TD loss."""
+    tau: float = 1.0
+    """Softmax temperature on standardised scores; inf = uniform average."""
+    resync: float = 1.0
+    """After a params merge, online_k <- (1 - resync) * online_k + resync * merged (1 = full re-sync)."""
+    score_window: int = 10
+    """Episodes (or updates, for td_loss) each net's score averages over."""
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 1, "merge.every", "must be >= 1")
+        _require(self.space in ("params", "outputs"), "merge.space", "must be 'params' or 'outputs'")
+        _require(self.score in ("return", "td_loss"), "merge.score", "must be 'return' or 'td_loss'")
+        _require(self.tau > 0, "merge.tau", "must be > 0 (inf for uniform)")
+        _require(0.0 <= self.resync <= 1.0, "merge.resync", "must be in [0, 1]")
+        _require(self.score_window >= 1, "merge.score_window", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = 5_000
+    """Env steps between greedy evaluations on separate env copies (0 = only at the end)."""
+    episodes: int = 10
+    """Episodes per periodic evaluation."""
+    final_episodes: int = 20
+    """Episodes of the final evaluation written to summary.json."""
+    stop_at: float = math.inf
+    """Stop training once a periodic evaluation's mean return reaches this (inf = never)."""
+    keep_best: bool = True
+    """Checkpoint and finally evaluate the policy with the best periodic evaluation, not the last."""
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, "eval.every", "must be >= 0")
+        _require(self.episodes >= 1, "eval.episodes", "must be >= 1")
+        _require(self.final_episodes >= 1, "eval.final_episodes", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TradingConfig:
+    data: str = ""
+    """CSV of daily OHLCV bars; used by the trading env (empty for other envs)."""
+    train_end: str = ""
+    """Last date of the training range; evaluation starts after a purge gap of `window` bars."""
+    window: int = 32
+    """Bars in the observation's feature window (also the purge gap)."""
+    cost_bps: float = 10.0
+    """Cost per fill, in basis points of the traded notional."""
+    fill: str = "open"
+    """'open': decide at the close of bar t, fill at the open of t+1; 'close': fill at the close of t."""
+    long_only: bool = False
+    """Positions {flat, long} instead of {short, flat, long}."""
+    episode_length: int = 256
+    """Decisions per training episode, started at random bars of the training range."""
+
+    def __post_init__(self) -> None:
+        _require(self.window >= 2, "trading.window", "must be >= 2")
+        _require(self.cost_bps >= 0, "trading.cost_bps", "must be >= 0")
+        _require(self.fill in ("open", "close"), "trading.fill", "must be 'open' or 'close'")
+        _require(self.episode_length >= 2, "trading.episode_length", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    scenario: str = "custom"
+    """Name of the scenario this config came from."""
+    seed: int = 0
+    """Root seed; every RNG is spawned from it with numpy.random.SeedSequence."""
+    total_steps: int = 50_000
+    """Env-step budget of the run."""
+    torch_threads: int = 1
+    """torch intra-op threads; 1 suits small nets and leaves a core to the actors."""
+    checkpoint_every: int = 0
+    """Updates between checkpoints (0 = only at the end)."""
+    log_every: int = 1_000
+    """Env steps between 'train' records in metrics.jsonl."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    actors: ActorConfig = field(default_factory=ActorConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trading: TradingConfig = field(default_factory=TradingConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.total_steps >= 1, "total_steps", "must be >= 1")
+        _require(self.torch_threads >= 1, "torch_threads", "must be >= 1")
+        _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        _require(self.log_every >= 1, "log_every", "must be >= 1")
+
+
+SECTION_TYPES: dict[str, type] = {
+    "env": EnvConfig, "actors": ActorConfig, "replay": ReplayConfig, "learner": LearnerConfig,
+    "merge": MergeConfig, "eval": EvalConfig, "trading": TradingConfig,
+}
+
+
+def _require(ok: bool, key: str, why: str) -> None:
+    if not ok:
+        raise UserError(f"config: {key} {why}")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field, read from the source (used by --help text and the README)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for stmt, nxt in zip(body, body[1:]):
+        if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[stmt.target.id] = str(nxt.value.value)  # type: ignore[union-attr]
+    return docs
+
+
+_TYPES = {"bool": bool, "int": int, "float": float, "str": str, "tuple": tuple, "dict": dict}
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check one value against its field's annotation; ints are accepted where floats are expected."""
+    hint = _TYPES.get(annotation, annotation) if isinstance(annotation, str) else annotation
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+    elif hint is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    raise UserError(f"config: {key} expects {getattr(hint, '__name__', hint)}, got {type(value).__name__} "
+                    f"{value!r}")
+
+
+def _build(cls: type, values: dict, prefix: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key not in known:
+            raise UserError(f"config: unknown key {name!r}")
+        f = known[key]
+        if key in SECTION_TYPES and cls is RunConfig:
+            if not isinstance(value, dict):
+                raise UserError(f"config: {name} must be a table")
+            kwargs[key] = _build(SECTION_TYPES[key], value, f"{key}.")
+        else:
+            kwargs[key] = _coerce(name, value, f.type)
+    return cls(**kwargs)
+
+
+def from_dict(values: dict) -> RunConfig:
+    """Build and validate a RunConfig from nested dicts (a parsed TOML). Raises UserError naming the key."""
+    return _build(RunConfig, values, "")
+
+
+def to_dict(config: RunConfig) -> dict:
+    """The nested-dict form of a config; `from_dict(to_dict(c)) == c`."""
+    out = dataclasses.asdict(config)
+    for section in SECTION_TYPES:
+        out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in out[section].items()}
+    return out
+
+
+def to_toml(config: RunConfig) -> str:
+    return tomli_w.dumps(to_dict(config))
+
+
+def scenario_names() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+
+
+def scenario_summary(name: str) -> str:
+    """The scenario file's first comment line, shown by `asyncdqn scenarios`."""
+    first = (SCENARIO_DIR / f"{name}.toml").read_text().splitlines()[0]
+    return first.lstrip("# ").strip()
+
+
+def read_scenario(name_or_path: str) -> dict:
+    """A built-in scenario name or a path to a TOML file, parsed to nested dicts."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SCENARIO_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise UserError(f"unknown scenario {name_or_path!r}; built-in: {', '.join(scenario_names())}")
+    elif not path.is_file():
+        raise UserError(f"scenario file not found: {name_or_path}")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+    values.setdefault("scenario", path.stem)
+    return values
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML literal (`3`, `1e-3`, `true`, `[64, 64]`, `"x"`); anything else is taken as a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def resolve_key(key: str) -> tuple[str, ...]:
+    """'lr' -> ('learner', 'lr'); 'merge.tau' -> ('merge', 'tau'); 'seed' -> ('seed',)."""
+    parts = tuple(key.split("."))
+    top = {f.name for f in dataclasses.fields(RunConfig)} - set(SECTION_TYPES)
+    if len(parts) == 1:
+        if parts[0] in top:
+            return parts
+        owners = [s for s, cls in SECTION_TYPES.items() if parts[0] in {f.name for f in dataclasses.fields(cls)}]
+        if len(owners) == 1:
+            return (owners[0], parts[0])
+        if owners:
+            raise UserError(f"config: key {key!r} is ambiguous; use one of "
+                            f"{', '.join(f'{o}.{key}' for o in owners)}")
+        raise UserError(f"config: unknown key {key!r}")
+    if parts[0] not in SECTION_TYPES:
+        raise UserError(f"config: unknown key {key!r}")
+    return parts
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply `key=value` strings to nested dicts (a copy). `env.kwargs.x=1` sets a kwarg of the env."""
+    import copy
+
+    out = copy.deepcopy(values)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        path = resolve_key(key.strip())
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"config: {key} is not a table")
+        node[path[-1]] = _parse_value(text.strip())
+    return out
+
+
+def load(scenario: str, overrides: list[str] = (), **top: Any) -> RunConfig:
+    """Scenario + overrides + top-level values (seed from the CLI) -> a validated RunConfig."""
+    values = apply_overrides(read_scenario(scenario), list(overrides))
+    values.update({k: v for k, v in top.items() if v is not None})
+    return from_dict(values)

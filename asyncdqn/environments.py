@@ -1,0 +1,87 @@
+"""Making environments from the config: gymnasium ids, third-party `module:Env-v0` ids, factories.
+
+Place in the flow: feeds actors and evaluation. Any failure to build an env is a UserError (one line).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import NamedTuple
+
+import gymnasium as gym
+import numpy as np
+
+from asyncdqn.config import EnvConfig, RunConfig
+from asyncdqn.errors import UserError
+
+TRADING_ID = "asyncdqn/Trading-v0"
+
+
+class EnvSpec(NamedTuple):
+    obs_shape: tuple
+    obs_dtype: np.dtype
+    n_actions: int
+
+    @property
+    def obs_size(self) -> int:
+        return int(np.prod(self.obs_shape))
+
+
+def _factory(path: str) -> Callable[..., gym.Env]:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"env factory {path!r}: cannot import {module_name!r} ({exc})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise UserError(f"env factory {path!r}: {module_name} has no callable {attr!r}")
+    return fn
+
+
+def env_kwargs(config: RunConfig, evaluation: bool) -> dict:
+    """kwargs for the env: the config's, with eval overrides, and the trading section for the trading env."""
+    kwargs = dict(config.env.kwargs)
+    if config.env.id == TRADING_ID and not config.env.factory:
+        from envs.trading import scenario_kwargs  # the trading env owns its train/test split rules
+
+        kwargs.update(scenario_kwargs(config.trading, evaluation=evaluation))
+    if evaluation:
+        kwargs.update(config.env.eval_kwargs)
+    return kwargs
+
+
+def make_env(env_cfg: EnvConfig, kwargs: dict) -> gym.Env:
+    """Build one env; the returned env keeps gymnasium's own wrappers (TimeLimit etc.)."""
+    try:
+        if env_cfg.factory:
+            env = _factory(env_cfg.factory)(**kwargs)
+        else:
+            if env_cfg.id.startswith("asyncdqn/"):
+                import envs  # noqa: F401  registers asyncdqn/Trading-v0
+            env = gym.make(env_cfg.id, **kwargs)
+    except UserError:
+        raise
+    except gym.error.Error as exc:
+        raise UserError(f"unknown or unusable env {env_cfg.id!r}: {str(exc).splitlines()[0]}") from None
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise UserError(f"env {env_cfg.id!r}: cannot import its module ({exc})") from None
+    except (TypeError, ValueError, FileNotFoundError) as exc:
+        name = env_cfg.factory or env_cfg.id
+        raise UserError(f"env {name!r} could not be built: {str(exc).splitlines()[0] if str(exc) else exc!r}") \
+            from None
+    if not isinstance(env, gym.Env):
+        raise UserError(f"env factory {env_cfg.factory!r} returned {type(env).__name__}, not a gymnasium.Env")
+    return env
+
+
+def spec_of(env: gym.Env) -> EnvSpec:
+    """Shape, dtype and action count; DQN needs a Discrete action space and a Box observation space."""
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise UserError(f"DQN needs a Discrete action space; this env has {env.action_space}")
+    space = env.observation_space
+    if not isinstance(space, gym.spaces.Box):
+        raise UserError(f"asyncdqn needs a Box observation space; this env has {space}")
+    dtype = np.dtype(np.uint8) if space.dtype == np.uint8 else np.dtype(np.float32)
+    return EnvSpec(tuple(space.shape), dtype, int(env.action_space.n))

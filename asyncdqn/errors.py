@@ -1,0 +1,9 @@
+"""User-facing errors. Bottom of the import graph: every stage may raise these.
+
+The CLI turns a `UserError` into one line on stderr and exit status 2; anything else is a bug and keeps
+its traceback.
+"""
+
+
+class UserError(Exception):
+    """Bad input from the user: a config key, a file, an env id. Its message is one line."""

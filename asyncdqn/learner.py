@@ -1,0 +1,161 @@
+"""The learner: K Q-nets trained at once on K minibatches, with the softmax-merged target.
+
+Place in the flow: replay -> **learner** -> merge. `Learner.run` is blocking torch work; the runtime
+calls it through `asyncio.to_thread` (torch releases the GIL in its kernels), so actors keep stepping.
+The plain functions at the top are the algorithm; `Learner` only holds the state.
+
+Legend: K nets, B batch per net, O observation shape, A actions.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from asyncdqn.config import LearnerConfig, MergeConfig
+from asyncdqn.merge import ScoreBoard, distance_to, merge_params, resync_, softmax_weights, weight_entropy
+from asyncdqn.nets import EnsembleQNet
+from asyncdqn.replay import Batch
+
+
+def td_targets(ret_KB: torch.Tensor, disc_KB: torch.Tensor, q_next_online_KBA: torch.Tensor | None,
+               q_next_target_KBA: torch.Tensor) -> torch.Tensor:
+    """y = ret + disc * Q_target(s', a*), with a* = argmax Q_online(s') (Double DQN, van Hasselt et al.
+    2016) or, when q_next_online is None, a* = argmax Q_target(s') (the 2015 DQN target).
+
+    disc already holds gamma**h, or 0 if the episode terminated within the horizon; a truncated episode
+    keeps gamma**h and bootstraps from its true final observation.
+    """
+    chooser = q_next_target_KBA if q_next_online_KBA is None else q_next_online_KBA
+    a_star = chooser.argmax(-1, keepdim=True)
+    return ret_KB + disc_KB * q_next_target_KBA.gather(-1, a_star).squeeze(-1)
+
+
+@torch.no_grad()
+def clip_grad_norm_per_net_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale each net's gradient (slice k of every [K, ...] parameter) to norm <= max_norm.
+
+    A global clip would couple the K nets; per-net clipping keeps each one an independent DQN. For
+    K = 1 it equals torch.nn.utils.clip_grad_norm_ (same 1e-6 guard).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    norm_K = torch.cat([g.reshape(g.shape[0], -1) for g in grads], 1).norm(dim=1)
+    scale_K = torch.clamp(max_norm / (norm_K + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(scale_K.reshape(-1, *([1] * (g.dim() - 1))))
+    return norm_K
+
+
+class UpdateStats(NamedTuple):
+    loss_K: np.ndarray
+    td_abs_KB: np.ndarray
+    q_mean: float
+    skipped: bool  # the loss was NaN/inf and the step was not applied
+
+
+class MergeEvent(NamedTuple):
+    update: int
+    scores_K: np.ndarray
+    weights_K: np.ndarray
+    entropy: float
+    distance_K: np.ndarray  # each online net's parameter distance from the merge, before re-sync
+
+
+class Learner:
+    """Holds the online ensemble, the target and the optimizer. Not thread-safe: one caller at a time."""
+
+    def __init__(self, cfg: LearnerConfig, merge_cfg: MergeConfig, obs_size: int, n_actions: int, seed: int):
+        self.cfg, self.merge_cfg = cfg, merge_cfg
+        k = cfg.num_nets
+        self.online = EnsembleQNet(k, obs_size, n_actions, cfg.hidden, cfg.dueling).reset_parameters(seed)
+        if merge_cfg.space == "params":
+            self.target = EnsembleQNet(1, obs_size, n_actions, cfg.hidden, cfg.dueling)
+            with torch.no_grad():
+                for t, p in zip(self.target.parameters(), self.online.parameters()):
+                    t.copy_(p[:1])
+        else:
+            self.target = copy.deepcopy(self.online)  # the K lagged copies
+        self.target.requires_grad_(False)
+        self.weights_K = np.full(k, 1.0 / k)
+        # fused Adam: one kernel for all parameters; small nets on CPU are bound by per-op overhead.
+        self.opt = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, fused=True)
+        self.losses = ScoreBoard(k, merge_cfg.score_window)
+        self.updates = 0
+        self.skipped = 0
+
+    def target_q(self, next_obs_KBO: torch.Tensor) -> torch.Tensor:
+        k, b = next_obs_KBO.shape[:2]
+        flat = next_obs_KBO.reshape(1, k * b, *next_obs_KBO.shape[2:])
+        if self.merge_cfg.space == "params":
+            return self.target(flat).reshape(k, b, -1)
+        w = torch.as_tensor(self.weights_K, dtype=torch.float32).reshape(-1, 1, 1)
+        q_lag = self.target(flat.expand(self.target.k, *flat.shape[1:]))
+        return (q_lag * w).sum(0).reshape(k, b, -1)
+
+    def update(self, batch: Batch) -> UpdateStats:
+        obs = torch.as_tensor(batch.obs_KBO)
+        next_obs = torch.as_tensor(batch.next_obs_KBO)
+        act = torch.as_tensor(batch.act_KB)
+        b = obs.shape[1]
+        with torch.no_grad():
+            q_next_target = self.target_q(next_obs)
+        if self.cfg.double:
+            # One forward over [obs; next_obs] instead of two: the ops, not the FLOPs, cost the time here.
+            q_both = self.online(torch.cat([obs, next_obs], 1))
+            q_all, q_next_online = q_both[:, :b], q_both[:, b:].detach()
+        else:
+            q_all, q_next_online = self.online(obs), None
+        y = td_targets(torch.as_tensor(batch.ret_KB), torch.as_tensor(batch.disc_KB), q_next_online,
+                       q_next_target)
+        q = q_all.gather(-1, act.unsqueeze(-1)).squeeze(-1)
+        per_row = F.huber_loss(q, y, reduction="none", delta=self.cfg.huber_delta)
+        loss_K = (per_row * torch.as_tensor(batch.weight_KB)).mean(1)
+        loss_np = loss_K.detach().numpy()
+        td_abs = (q - y).detach().abs().numpy()
+        if not np.isfinite(loss_np).all():
+            self.skipped += 1
+            return UpdateStats(loss_np, td_abs, float("nan"), True)
+        self.opt.zero_grad(set_to_none=True)
+        loss_K.sum().backward()
+        clip_grad_norm_per_net_(list(self.online.parameters()), self.cfg.grad_clip)
+        self.opt.step()
+        self.updates += 1
+        self.losses.add_losses(loss_np)
+        return UpdateStats(loss_np, td_abs, float(q.detach().mean()), False)
+
+    def merge(self, return_scores_K: np.ndarray) -> MergeEvent:
+        """The softmax target merge; the score kind comes from the merge config."""
+        scores = return_scores_K if self.merge_cfg.score == "return" else self.losses.scores("td_loss")
+        w = softmax_weights(scores, self.merge_cfg.tau)
+        self.weights_K = w
+        online = list(self.online.parameters())
+        if self.merge_cfg.space == "params":
+            merged = merge_params(online, w)
+            dist = distance_to(online, merged)
+            with torch.no_grad():
+                for t, m in zip(self.target.parameters(), merged):
+                    t.copy_(m)
+            resync_(online, merged, self.merge_cfg.resync)
+        else:
+            merged = merge_params(online, w)
+            dist = distance_to(online, merged)
+            with torch.no_grad():
+                for t, p in zip(self.target.parameters(), online):
+                    t.copy_(p)
+        return MergeEvent(self.updates, np.asarray(scores, dtype=float), w, weight_entropy(w), dist)
+
+    def run(self, batches: list[Batch], return_scores_K: np.ndarray) -> tuple[list[UpdateStats], list[MergeEvent]]:
+        """Blocking: apply the batches in order, merging after every `merge.every`-th update."""
+        stats, merges = [], []
+        for batch in batches:
+            stats.append(self.update(batch))
+            if not stats[-1].skipped and self.updates % self.merge_cfg.every == 0:
+                merges.append(self.merge(return_scores_K))
+        return stats, merges
+
+    def policy_weights(self) -> np.ndarray:
+        return np.asarray(self.weights_K, dtype=np.float32)

@@ -1,0 +1,96 @@
+"""The softmax target merge: scores -> weights -> a target built from all K nets.
+
+Place in the flow: learner -> **merge**. Plain functions, no event loop; the learner calls them every
+`merge.every` updates.
+
+    w = softmax(standardise(scores) / tau)
+    params space:  target <- sum_k w_k theta_k ; online_k <- (1 - b) online_k + b target  (b = resync)
+    outputs space: lagged_k <- online_k ; target Q(s) = sum_k w_k Q_lagged_k(s)
+
+Standardising makes tau independent of the score's scale (returns of 500 vs TD losses of 0.01). With
+K = 1 the weight is 1 and the params merge is a hard target copy: plain DQN (Mnih et al. 2015).
+A prototype here showed that averaging params *without* re-syncing the online nets broke CartPole
+learning (the target drifts away from every online net), so resync defaults to 1.
+
+Legend: K nets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def standardise(scores_K: np.ndarray) -> np.ndarray:
+    """(s - mean) / std over the nets with a score; NaN (no score yet) and a zero spread give 0."""
+    s = np.asarray(scores_K, dtype=np.float64)
+    known = ~np.isnan(s)
+    z = np.zeros_like(s)
+    if known.sum() >= 2:
+        std = s[known].std()
+        if std > 0:
+            z[known] = (s[known] - s[known].mean()) / std
+    return z
+
+
+def softmax_weights(scores_K: np.ndarray, tau: float) -> np.ndarray:
+    """softmax(standardise(scores) / tau); tau = inf gives the uniform average."""
+    z = standardise(scores_K)
+    if math.isinf(tau):
+        return np.full(len(z), 1.0 / len(z))
+    logits = z / tau
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+def weight_entropy(w_K: np.ndarray) -> float:
+    """Entropy in nats; log K for uniform weights, 0 when one net takes all the weight."""
+    w = np.asarray(w_K, dtype=np.float64)
+    w = w[w > 0]
+    return float(-(w * np.log(w)).sum())
+
+
+@torch.no_grad()
+def merge_params(params_K: Sequence[torch.Tensor], w_K: np.ndarray) -> list[torch.Tensor]:
+    """sum_k w_k theta_k for each parameter tensor shaped [K, ...]; returns tensors shaped [1, ...]."""
+    w = torch.as_tensor(np.asarray(w_K), dtype=params_K[0].dtype)
+    return [(p * w.reshape(-1, *([1] * (p.dim() - 1)))).sum(0, keepdim=True) for p in params_K]
+
+
+@torch.no_grad()
+def resync_(params_K: Sequence[torch.Tensor], merged: Sequence[torch.Tensor], blend: float) -> None:
+    """online_k <- (1 - blend) * online_k + blend * merged, in place, for every k."""
+    for p, m in zip(params_K, merged):
+        p.lerp_(m.expand_as(p), blend)
+
+
+@torch.no_grad()
+def distance_to(params_K: Sequence[torch.Tensor], merged: Sequence[torch.Tensor]) -> np.ndarray:
+    """L2 distance of each net's flattened parameters from the merged parameters."""
+    sq = sum(((p - m) ** 2).reshape(p.shape[0], -1).sum(1) for p, m in zip(params_K, merged))
+    return torch.sqrt(sq).numpy()
+
+
+class ScoreBoard:
+    """Recent performance of each net: its actors' episode returns, and its TD losses."""
+
+    def __init__(self, k: int, window: int):
+        self.returns = [deque(maxlen=window) for _ in range(k)]
+        self.losses = [deque(maxlen=window) for _ in range(k)]
+
+    def add_return(self, net: int, ret: float) -> None:
+        self.returns[net].append(ret)
+
+    def add_losses(self, loss_K: np.ndarray) -> None:
+        for dq, loss in zip(self.losses, loss_K):
+            dq.append(float(loss))
+
+    def scores(self, kind: str) -> np.ndarray:
+        """Mean recent return, or minus the mean recent TD loss; NaN for a net with no data yet."""
+        source = self.returns if kind == "return" else self.losses
+        sign = 1.0 if kind == "return" else -1.0
+        return np.array([sign * float(np.mean(d)) if d else np.nan for d in source])

@@ -1,0 +1,127 @@
+"""Metrics: metrics.jsonl written asynchronously with aiofiles, TensorBoard scalars, the learning curve.
+
+Place in the flow: a sink beside every stage. Stages `emit` records (cheap, non-blocking); the writer
+task owns the file and drains the queue; `close` flushes what is left.
+
+Record kinds: `episode` (an actor's finished episode), `train` (every `log_every` env steps), `merge`
+(every target merge: scores, weights, entropy, distances), `eval` (periodic greedy evaluation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import aiofiles
+import numpy as np
+
+
+def _plain(value):
+    """JSON-safe: numpy to Python, NaN/inf to None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def to_json(record: dict) -> str:
+    return json.dumps(_plain(record), allow_nan=False)
+
+
+class MetricsWriter:
+    def __init__(self, path: Path, tensorboard_dir: Path | None = None):
+        self.path = Path(path)
+        self.queue: asyncio.Queue[dict | None] = asyncio.Queue()
+        self.tb = None
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                self.tb = None
+            else:
+                self.tb = SummaryWriter(str(tensorboard_dir))
+
+    def emit(self, record: dict) -> None:
+        self.queue.put_nowait(record)
+
+    async def run(self) -> None:
+        """Drain records to disk until `close` sends the sentinel."""
+        try:
+            async with aiofiles.open(self.path, "a", encoding="utf-8") as f:
+                while True:
+                    batch = [await self.queue.get()]
+                    while not self.queue.empty():  # one write for everything already waiting
+                        batch.append(self.queue.get_nowait())
+                    records = [r for r in batch if r is not None]
+                    if records:
+                        await f.write("".join(to_json(r) + "\n" for r in records))
+                        await f.flush()
+                        for r in records:
+                            self._scalars(r)
+                    if len(records) < len(batch):
+                        return
+        finally:
+            self._close_tb()
+
+    def _scalars(self, record: dict) -> None:
+        if self.tb is None:
+            return
+        step = record.get("env_steps", 0)
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "env_steps":
+                self.tb.add_scalar(f"{record['kind']}/{key}", value, step)
+            elif isinstance(value, (list, np.ndarray)) and key in ("weights", "scores"):
+                for k, v in enumerate(value):
+                    if v is not None and math.isfinite(v):
+                        self.tb.add_scalar(f"{record['kind']}/{key}_{k}", v, step)
+
+    def _close_tb(self) -> None:
+        if self.tb is not None:
+            self.tb.flush()
+            self.tb.close()
+            self.tb = None
+
+    def close(self) -> None:
+        self.queue.put_nowait(None)
+
+
+def read_records(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_learning_curve(metrics_path: Path, out_png: Path, title: str) -> None:
+    """Episode returns (raw and smoothed) and greedy evaluations against env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_records(metrics_path)
+    eps = [(r["env_steps"], r["return"]) for r in records if r["kind"] == "episode"]
+    evals = [(r["env_steps"], r["mean"], r["std"]) for r in records if r["kind"] == "eval"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if eps:
+        x, y = np.array(eps).T
+        ax.plot(x, y, ".", alpha=0.15, markersize=2, color="tab:blue", label="actor episodes")
+        w = max(1, len(y) // 50)
+        smooth = np.convolve(y, np.ones(w) / w, mode="valid")
+        ax.plot(x[w - 1:], smooth, color="tab:blue", label=f"actor episodes (mean of {w})")
+    if evals:
+        x, m, s = np.array(evals).T
+        ax.errorbar(x, m, yerr=s, fmt="o-", color="tab:red", label="greedy eval (mean ± std)")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)

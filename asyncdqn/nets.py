@@ -1,0 +1,105 @@
+"""The K Q-networks as one batched ensemble module, and the greedy policy built from them.
+
+Place in the flow: used by actors (batched inference), the learner (training) and the merge.
+
+Every layer holds weights shaped [K, in, out]; one `torch.baddbmm` runs all K nets, each on its own rows,
+so one forward and one backward pass train the whole ensemble (each net on its own minibatch).
+
+Legend: K nets, B rows per net, O observation size (flattened), A actions, H hidden width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class EnsembleLinear(nn.Module):
+    def __init__(self, k: int, fan_in: int, fan_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(k, fan_in, fan_out))
+        self.bias = nn.Parameter(torch.empty(k, 1, fan_out))
+
+    def reset_parameters(self, gen: torch.Generator) -> None:
+        """torch.nn.Linear's default init, U(-1/sqrt(in), 1/sqrt(in)), drawn once and shared by all K."""
+        bound = 1.0 / math.sqrt(self.weight.shape[1])
+        w = torch.rand(self.weight.shape[1:], generator=gen) * 2 * bound - bound
+        b = torch.rand(self.bias.shape[1:], generator=gen) * 2 * bound - bound
+        with torch.no_grad():
+            self.weight.copy_(w.expand_as(self.weight))
+            self.bias.copy_(b.expand_as(self.bias))
+
+    def forward(self, x_KBI: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x_KBI, self.weight)
+
+
+class EnsembleQNet(nn.Module):
+    """K MLP Q-nets (optionally dueling). `forward(x_KBO) -> q_KBA`."""
+
+    def __init__(self, k: int, obs_size: int, n_actions: int, hidden: tuple = (128, 128), dueling: bool = False):
+        super().__init__()
+        self.k, self.obs_size, self.n_actions = k, obs_size, n_actions
+        self.hidden, self.dueling = tuple(hidden), dueling
+        sizes = (obs_size, *hidden)
+        self.torso = nn.ModuleList(EnsembleLinear(k, a, b) for a, b in zip(sizes, sizes[1:]))
+        self.head = EnsembleLinear(k, sizes[-1], n_actions)
+        self.value = EnsembleLinear(k, sizes[-1], 1) if dueling else None
+
+    def reset_parameters(self, seed: int) -> "EnsembleQNet":
+        """One shared initialisation for all K nets (the params-space merge assumes it)."""
+        gen = torch.Generator().manual_seed(seed)
+        for layer in self.modules():
+            if isinstance(layer, EnsembleLinear):
+                layer.reset_parameters(gen)
+        return self
+
+    def spec(self) -> dict:
+        return {"k": self.k, "obs_size": self.obs_size, "n_actions": self.n_actions,
+                "hidden": list(self.hidden), "dueling": self.dueling}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "EnsembleQNet":
+        return cls(spec["k"], spec["obs_size"], spec["n_actions"], tuple(spec["hidden"]), spec["dueling"])
+
+    def forward(self, x_KBO: torch.Tensor) -> torch.Tensor:
+        h = x_KBO.reshape(*x_KBO.shape[:2], -1).float()
+        for layer in self.torso:
+            h = torch.relu(layer(h))
+        adv = self.head(h)
+        if self.value is None:
+            return adv
+        return self.value(h) + adv - adv.mean(dim=-1, keepdim=True)
+
+    def forward_all(self, x_BO: torch.Tensor) -> torch.Tensor:
+        """Every net on the same rows: x_BO -> q_KBA."""
+        return self(x_BO.unsqueeze(0).expand(self.k, *x_BO.shape))
+
+
+def copy_params_(dst: nn.Module, src: nn.Module) -> None:
+    """In-place copy of parameters (same shapes); keeps `dst`'s tensors so views of them stay valid."""
+    with torch.no_grad():
+        for d, s in zip(dst.parameters(), src.parameters()):
+            d.copy_(s)
+
+
+class GreedyPolicy:
+    """argmax_a sum_k w_k Q_k(s, a): the policy that evaluation, checkpoints and backtests use.
+
+    With K = 1 this is the plain greedy DQN policy; after a params merge with full re-sync all K nets
+    equal the merged net, so the weights matter only between merges.
+    """
+
+    def __init__(self, net: EnsembleQNet, weights_K: np.ndarray):
+        self.net = net
+        self.w_K = torch.as_tensor(np.asarray(weights_K, dtype=np.float32)).reshape(-1, 1, 1)
+
+    @torch.no_grad()
+    def q_values(self, obs_BO: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(obs_BO, dtype=np.float32))
+        return (self.net.forward_all(x) * self.w_K).sum(0).numpy()
+
+    def __call__(self, obs_BO: np.ndarray) -> np.ndarray:
+        return self.q_values(obs_BO).argmax(-1)

@@ -1,0 +1,291 @@
+"""The whole run in one coroutine: `run(config, out_dir)`.
+
+Place in the flow: owns every stage. One `asyncio.TaskGroup` holds the actors, the inference batcher, the
+queue consumer, the learner, the evaluator and the progress reporter; the metrics writer lives in an
+outer group so it can flush after the others stop. The learner decides the end (budget reached, or the
+stop event set by an evaluation reaching `eval.stop_at` or by the CLI); then the rest are cancelled and
+awaited, so no task outlives `run`. Signals are the CLI's business, not this module's.
+
+Replay ratio: the learner may make `ratio * (steps - learning_starts)` updates; actors may take at most
+`learning_starts + (updates + updates_per_call) / ratio + max_lead` steps. With max_lead = 0 actors and
+learner alternate in lockstep, and a seeded run is reproducible bit for bit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import math
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asyncdqn import checkpoint
+from asyncdqn.actors import InferenceBatcher, StepGate, annealed_epsilon, epsilon_ladder, run_actor
+from asyncdqn.config import RunConfig, to_dict, to_toml
+from asyncdqn.environments import env_kwargs, make_env, spec_of
+from asyncdqn.evaluation import EvalResult, evaluate
+from asyncdqn.learner import Learner, MergeEvent, UpdateStats
+from asyncdqn.merge import ScoreBoard
+from asyncdqn.metrics import MetricsWriter, plot_learning_curve, to_json
+from asyncdqn.nets import GreedyPolicy, copy_params_
+from asyncdqn.replay import ReplayPool
+from asyncdqn.transitions import ChunkBuilder
+
+# The learner thread releases the GIL inside each torch kernel and must win it back from the actors'
+# event loop for the next op; at the default 5 ms switch interval a ~1 ms update then waits up to 5 ms
+# per op (the "convoy effect"). 0.5 ms keeps both sides moving.
+SWITCH_INTERVAL_S = 0.0005
+
+
+@dataclass
+class Progress:
+    """A snapshot for progress displays (the CLI's rich bar)."""
+
+    env_steps: int = 0
+    total_steps: int = 0
+    updates: int = 0
+    steps_per_s: float = 0.0
+    recent_return: float = math.nan
+    queue_depth: int = 0
+    merge_weights: list = field(default_factory=list)
+    last_eval: float = math.nan
+
+
+@dataclass
+class _Best:
+    mean: float = -math.inf
+    policy: GreedyPolicy | None = None
+    env_steps: int = 0
+
+
+def budget(cfg: RunConfig) -> tuple[int, Callable[[int], int]]:
+    """(total updates of the run, actors' step limit as a function of updates already made)."""
+    lc = cfg.learner
+    if lc.replay_ratio == 0:
+        return 0, lambda updates: cfg.total_steps
+    total_updates = int(lc.replay_ratio * max(0, cfg.total_steps - lc.learning_starts))
+
+    def step_limit(updates: int) -> int:
+        if updates >= total_updates:
+            return cfg.total_steps
+        nxt = min(updates + lc.updates_per_call, total_updates)
+        return min(cfg.total_steps, lc.learning_starts + math.ceil(nxt / lc.replay_ratio) + lc.max_lead)
+
+    return total_updates, step_limit
+
+
+async def run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None] | None = None,
+              stop: asyncio.Event | None = None) -> dict:
+    """Train, evaluate and save. Returns the summary (also written to out_dir/summary.json)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.atomic_write_text(out_dir / "config.toml", to_toml(cfg))
+    torch.set_num_threads(cfg.torch_threads)
+    stop = stop or asyncio.Event()
+    t0 = time.perf_counter()
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    try:
+        return await _run(cfg, out_dir, progress, stop, t0)
+    finally:
+        sys.setswitchinterval(old_switch)
+
+
+async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None] | None,
+               stop: asyncio.Event, t0: float) -> dict:
+
+    seq_init, seq_replay, seq_eval, *seq_actors = np.random.SeedSequence(cfg.seed).spawn(3 + cfg.actors.num_actors)
+    train_kwargs, eval_kwargs = env_kwargs(cfg, evaluation=False), env_kwargs(cfg, evaluation=True)
+    envs = [make_env(cfg.env, train_kwargs) for _ in range(cfg.actors.num_actors)]
+    spec = spec_of(envs[0])
+    env_meta = getattr(envs[0].unwrapped, "policy_metadata", lambda: {})()
+    eval_seed = int(seq_eval.generate_state(1)[0] % 2**31)
+
+    k = cfg.learner.num_nets
+    learner = Learner(cfg.learner, cfg.merge, spec.obs_size, spec.n_actions, int(seq_init.generate_state(1)[0]))
+    acting = copy.deepcopy(learner.online).requires_grad_(False)  # the actors' copy, refreshed after updates
+    batcher = InferenceBatcher(acting, cfg.actors.num_actors, spec.obs_shape, spec.obs_dtype)
+    replay = ReplayPool(cfg.replay.capacity, spec.obs_shape, spec.obs_dtype, np.random.default_rng(seq_replay),
+                        cfg.replay.prioritized, cfg.replay.alpha, k)
+    queue: asyncio.Queue = asyncio.Queue(maxsize=cfg.actors.queue_chunks)
+    total_updates, step_limit = budget(cfg)
+    gate = StepGate(step_limit(0))
+    writer = MetricsWriter(out_dir / "metrics.jsonl", out_dir / "tensorboard")
+    returns = ScoreBoard(k, cfg.merge.score_window)
+    recent: deque[float] = deque(maxlen=20)
+    ladder = epsilon_ladder(cfg.actors.num_actors, cfg.actors.eps_base, cfg.actors.eps_alpha)
+    state = {"updates": 0, "skipped": 0, "stats": [], "last_eval": math.nan, "evals": 0}
+    best = _Best()
+
+    ladder_list = ladder.tolist()
+    anneal = max(1, cfg.actors.eps_anneal_steps)
+
+    def epsilon(actor: int) -> float:  # annealed_epsilon for one actor, in scalar form (hot path)
+        return 1.0 + (ladder_list[actor] - 1.0) * min(1.0, gate.steps / anneal)
+
+    def on_episode(actor: int, net: int, ret: float, length: int) -> None:
+        returns.add_return(net, ret)
+        recent.append(ret)
+        writer.emit({"kind": "episode", "env_steps": gate.steps, "actor": actor, "net": net, "return": ret,
+                     "length": length})
+
+    def policy_now() -> GreedyPolicy:
+        return GreedyPolicy(copy.deepcopy(acting), learner.policy_weights())
+
+    def make_eval_env():
+        return make_env(cfg.env, eval_kwargs)
+
+    async def consume() -> None:
+        while True:
+            replay.add(await queue.get())
+
+    async def learn() -> None:
+        while state["updates"] < total_updates and not stop.is_set():
+            n = min(cfg.learner.updates_per_call, total_updates - state["updates"])
+            await gate.wait_steps(cfg.learner.learning_starts + math.ceil((state["updates"] + n)
+                                                                          / cfg.learner.replay_ratio))
+            while len(replay) == 0:  # the first chunks may still be on the queue
+                await asyncio.sleep(0.001)
+            beta = cfg.replay.beta + (1 - cfg.replay.beta) * min(1.0, gate.steps / cfg.total_steps)
+            batches = [replay.sample(k, cfg.replay.batch_size, beta) for _ in range(n)]
+            stats, merges = await asyncio.to_thread(learner.run, batches, returns.scores("return"))
+            state["updates"] += n
+            for b, s in zip(batches, stats):
+                replay.update_priorities(b.idx_KB, s.td_abs_KB)
+            copy_params_(acting, learner.online)
+            gate.set_limit(step_limit(state["updates"]))
+            state["skipped"] = learner.skipped
+            state["stats"] = stats
+            for m in merges:
+                _log_merge(writer, m, gate.steps, replay)
+            if cfg.checkpoint_every and state["updates"] % cfg.checkpoint_every < n:
+                await asyncio.to_thread(_save, out_dir, cfg, spec, env_meta, learner, policy_now(), state, gate)
+        if not stop.is_set():
+            await gate.wait_steps(cfg.total_steps)
+
+    async def log_periodically() -> None:
+        nxt = cfg.log_every
+        while True:
+            await gate.wait_steps(nxt)
+            _log_train(writer, state["stats"], state, gate.steps, time.perf_counter() - t0, queue, replay, batcher)
+            nxt = gate.steps + cfg.log_every
+
+    async def evaluate_periodically() -> None:
+        if cfg.eval.every == 0:
+            return
+        nxt = cfg.eval.every
+        while True:
+            await gate.wait_steps(nxt)
+            steps, policy = gate.steps, policy_now()
+            res = await asyncio.to_thread(evaluate, make_eval_env, policy, cfg.eval.episodes,
+                                          eval_seed + 10_000 * (1 + state["evals"]))
+            state["evals"] += 1
+            state["last_eval"] = res.mean
+            writer.emit({"kind": "eval", "env_steps": steps, "updates": state["updates"], "mean": res.mean,
+                         "std": res.std, "wall_s": time.perf_counter() - t0})
+            if res.mean >= best.mean:
+                best.mean, best.policy, best.env_steps = res.mean, policy, steps
+            if res.mean >= cfg.eval.stop_at:
+                stop.set()
+            nxt = steps + cfg.eval.every
+
+    async def report() -> None:
+        while True:
+            progress(Progress(gate.steps, cfg.total_steps, state["updates"],
+                              gate.steps / max(1e-9, time.perf_counter() - t0),
+                              float(np.mean(recent)) if recent else math.nan, queue.qsize(),
+                              [round(float(w), 3) for w in learner.weights_K], state["last_eval"]))
+            await asyncio.sleep(0.25)
+
+    async with asyncio.TaskGroup() as outer:
+        outer.create_task(writer.run())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                helpers = [tg.create_task(batcher.serve()), tg.create_task(consume()),
+                           tg.create_task(evaluate_periodically()), tg.create_task(log_periodically())]
+                if progress is not None:
+                    helpers.append(tg.create_task(report()))
+                for i, env in enumerate(envs):
+                    builder = ChunkBuilder(cfg.actors.chunk_rows, spec.obs_shape, spec.obs_dtype,
+                                           cfg.learner.gamma, cfg.actors.n_step, net=i % k)
+                    helpers.append(tg.create_task(run_actor(
+                        i, env, int(seq_actors[i].generate_state(1)[0] % 2**31), batcher, gate, queue, builder,
+                        epsilon, np.random.default_rng(seq_actors[i]), on_episode)))
+                await tg.create_task(learn())
+                for task in helpers:
+                    task.cancel()
+            train_wall = time.perf_counter() - t0
+            final_policy = best.policy if (cfg.eval.keep_best and best.policy is not None) else policy_now()
+            final = await asyncio.to_thread(evaluate, make_eval_env, final_policy, cfg.eval.final_episodes,
+                                            eval_seed)
+            writer.emit({"kind": "final_eval", "env_steps": gate.steps, "mean": final.mean, "std": final.std})
+            await asyncio.to_thread(_save, out_dir, cfg, spec, env_meta, learner, final_policy, state, gate)
+            summary = _summary(cfg, gate.steps, state, train_wall, time.perf_counter() - t0, final, best,
+                               final_policy, stop.is_set(), batcher, replay)
+            checkpoint.atomic_write_text(out_dir / "summary.json", json.dumps(json.loads(to_json(summary)),
+                                                                              indent=2))
+        finally:
+            writer.close()
+            for env in envs:
+                env.close()
+    plot_learning_curve(out_dir / "metrics.jsonl", out_dir / "learning_curve.png",
+                        f"{cfg.scenario} (seed {cfg.seed}, K={k})")
+    return summary
+
+
+def _log_merge(writer: MetricsWriter, m: MergeEvent, steps: int, replay: ReplayPool) -> None:
+    writer.emit({"kind": "merge", "env_steps": steps, "updates": m.update, "scores": m.scores_K,
+                 "weights": m.weights_K, "entropy": m.entropy, "distance": m.distance_K,
+                 "replay_share": replay.share_by_net()})
+
+
+def _log_train(writer: MetricsWriter, stats: list[UpdateStats], state: dict, steps: int, wall: float,
+               queue: asyncio.Queue, replay: ReplayPool, batcher: InferenceBatcher) -> None:
+    applied = [s.loss_K for s in stats if not s.skipped]
+    loss = np.mean(applied, axis=0) if applied else []
+    writer.emit({"kind": "train", "env_steps": steps, "updates": state["updates"], "wall_s": wall,
+                 "steps_per_s": steps / max(wall, 1e-9), "loss": float(np.mean(loss)) if len(loss) else None,
+                 "loss_per_net": loss, "q_mean": float(np.mean([s.q_mean for s in stats if not s.skipped]))
+                 if applied else None,
+                 "skipped_updates": state["skipped"], "queue_depth": queue.qsize(), "replay_rows": len(replay),
+                 "actors_per_forward": batcher.requests / max(1, batcher.forwards)})
+
+
+def _save(out_dir: Path, cfg: RunConfig, spec, env_meta: dict, learner: Learner, policy: GreedyPolicy,
+          state: dict, gate: StepGate) -> None:
+    """Blocking: serialise and atomically write the checkpoint."""
+    checkpoint.save(out_dir / checkpoint.FILENAME, {
+        "config": to_dict(cfg),
+        "env": {"id": cfg.env.id, "factory": cfg.env.factory, "obs_shape": list(spec.obs_shape),
+                "obs_dtype": str(spec.obs_dtype), "n_actions": spec.n_actions, "metadata": env_meta},
+        "policy": checkpoint.policy_payload(policy.net, policy.w_K.reshape(-1).numpy()),
+        "online": {k: v.detach().clone() for k, v in learner.online.state_dict().items()},
+        "target": {k: v.detach().clone() for k, v in learner.target.state_dict().items()},
+        "counters": {"env_steps": gate.steps, "updates": state["updates"], "skipped": learner.skipped},
+    })
+
+
+def _summary(cfg: RunConfig, steps: int, state: dict, train_wall: float, wall: float, final: EvalResult,
+             best: _Best, policy: GreedyPolicy, stopped: bool, batcher: InferenceBatcher,
+             replay: ReplayPool) -> dict:
+    return {
+        "scenario": cfg.scenario, "seed": cfg.seed, "env": cfg.env.factory or cfg.env.id,
+        "env_steps": steps, "updates": state["updates"], "skipped_updates": state["skipped"],
+        "train_wall_s": round(train_wall, 3), "wall_s": round(wall, 3),
+        "steps_per_s": round(steps / max(train_wall, 1e-9), 1),
+        "eval_return_mean": final.mean, "eval_return_std": final.std, "eval_episodes": len(final.returns),
+        "evaluated_policy": "best periodic eval" if best.policy is policy else "last",
+        "best_periodic_eval": best.mean if best.policy is not None else None,
+        "best_periodic_eval_env_steps": best.env_steps if best.policy is not None else None,
+        "stopped_early": stopped, "merge_weights": policy.w_K.reshape(-1).tolist(),
+        "actors_per_forward": round(batcher.requests / max(1, batcher.forwards), 2),
+        "replay_bytes_per_row": replay.nbytes_per_row(),
+    }

@@ -1,0 +1,140 @@
+"""What travels on the actor -> replay queue: chunks of consecutive rows from one actor.
+
+Place in the flow: actors build chunks here; the bounded asyncio queue carries them; replay stores them.
+
+A chunk is a run of observation *rows* from one actor's stream. A row is either a step row (the actor
+acted in it: action, reward follow) or a final row (the true last observation of an episode; no action).
+The next observation of a transition is never copied: it is the row `hor` places further on in the same
+chunk, so replay can derive it as long as it stores each chunk contiguously.
+
+n-step targets are computed per actor from the chunk rows with `nstep_targets` (a plain function). A step
+row whose n-step horizon runs past the end of the chunk is not valid yet; `ChunkBuilder` carries it (and
+every row after it) into the next chunk, so each transition is emitted exactly once.
+
+Legend: R rows in a chunk, O observation shape.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Chunk(NamedTuple):
+    """Consecutive rows of one actor. Only rows with `valid_R` are transitions; others are bootstrap rows."""
+
+    obs_RO: np.ndarray   # observations, in stream order
+    act_R: np.ndarray    # int64 action taken in the row (0 for final rows)
+    ret_R: np.ndarray    # float32 n-step discounted reward from the row
+    disc_R: np.ndarray   # float32 gamma**h, or 0 when the episode terminated within the horizon
+    hor_R: np.ndarray    # int16 rows to the bootstrap observation (h, 1 <= h <= n)
+    valid_R: np.ndarray  # bool: the row starts a complete transition
+    net: int             # index of the Q-net whose actor made the chunk
+    steps: int           # env steps this chunk adds (new step rows, not carried ones)
+
+
+class NStep(NamedTuple):
+    valid_R: np.ndarray
+    ret_R: np.ndarray
+    disc_R: np.ndarray
+    hor_R: np.ndarray
+
+
+def nstep_targets(rew_R: np.ndarray, acted_R: np.ndarray, final_R: np.ndarray, term_R: np.ndarray,
+                  gamma: float, n: int) -> NStep:
+    """n-step return, discount and horizon of every step row of a chunk.
+
+    rew_R: reward received after acting in the row; acted_R: the row is a step row; final_R: the row is
+    the final observation of an episode; term_R: for final rows, the episode terminated (no bootstrap)
+    rather than being truncated (bootstrap from the final observation, as Pardo et al. 2018 argue).
+
+    For step row i the horizon h is the first j in 1..n with row i+j final, else n; the target is
+    G = sum_{j<h} gamma**j * rew[i+j] + disc * Q(row i+h), disc = 0 if row i+h ended by termination,
+    else gamma**h. A row whose bootstrap row lies past the chunk is not valid (carried to the next chunk).
+    """
+    rows = len(rew_R)
+    valid = np.zeros(rows, dtype=bool)
+    ret = np.zeros(rows, dtype=np.float32)
+    disc = np.zeros(rows, dtype=np.float32)
+    hor = np.zeros(rows, dtype=np.int16)
+    for i in np.flatnonzero(acted_R):
+        g = 0.0
+        for j in range(n):
+            g += gamma**j * float(rew_R[i + j])
+            nxt = i + j + 1
+            if nxt >= rows:
+                break
+            if final_R[nxt] or j + 1 == n:
+                valid[i] = True
+                ret[i] = g
+                hor[i] = j + 1
+                disc[i] = 0.0 if (final_R[nxt] and term_R[nxt]) else gamma ** (j + 1)
+                break
+    return NStep(valid, ret, disc, hor)
+
+
+class ChunkBuilder:
+    """One actor's rows since its last chunk, in preallocated arrays (no object per transition).
+
+    Call `observe(obs)` for each observation the actor will act in, `acted(a, r)` after stepping it,
+    `final(obs, terminated)` at an episode end (before the reset observation), and `flush()` when
+    `full` to get a Chunk. Not thread-safe; each actor owns one.
+    """
+
+    def __init__(self, rows: int, obs_shape: tuple, obs_dtype: np.dtype, gamma: float, n: int, net: int):
+        self.obs_RO = np.zeros((rows, *obs_shape), dtype=obs_dtype)
+        self.rew_R = np.zeros(rows, dtype=np.float64)
+        self.act_R = np.zeros(rows, dtype=np.int64)
+        self.acted_R = np.zeros(rows, dtype=bool)
+        self.final_R = np.zeros(rows, dtype=bool)
+        self.term_R = np.zeros(rows, dtype=bool)
+        self.gamma, self.n, self.net = gamma, n, net
+        self.size = 0          # rows filled
+        self.new_steps = 0     # step rows added since the last flush
+
+    @property
+    def full(self) -> bool:
+        """Flush now: one step can add two rows (a final row and the reset observation)."""
+        return self.size >= len(self.rew_R) - 1
+
+    def _row(self, obs: np.ndarray) -> int:
+        r = self.size
+        self.obs_RO[r] = obs
+        self.acted_R[r] = self.final_R[r] = self.term_R[r] = False
+        self.rew_R[r] = 0.0
+        self.act_R[r] = 0
+        self.size = r + 1
+        return r
+
+    def observe(self, obs: np.ndarray) -> None:
+        self._row(obs)
+
+    def acted(self, action: int, reward: float) -> None:
+        r = self.size - 1
+        self.act_R[r] = action
+        self.rew_R[r] = reward
+        self.acted_R[r] = True
+        self.new_steps += 1
+
+    def final(self, obs: np.ndarray, terminated: bool) -> None:
+        r = self._row(obs)
+        self.final_R[r] = True
+        self.term_R[r] = terminated
+
+    def flush(self) -> Chunk:
+        """Emit rows [0, size) and keep the rows from the first incomplete step row on."""
+        size = self.size
+        ns = nstep_targets(self.rew_R[:size], self.acted_R[:size], self.final_R[:size], self.term_R[:size],
+                           self.gamma, self.n)
+        chunk = Chunk(self.obs_RO[:size].copy(), self.act_R[:size].copy(), ns.ret_R, ns.disc_R, ns.hor_R,
+                      ns.valid_R, self.net, self.new_steps)
+        incomplete = np.flatnonzero(self.acted_R[:size] & ~ns.valid_R)
+        keep_from = int(incomplete[0]) if len(incomplete) else size - 1
+        # The carried rows are re-emitted next time; a step row already emitted as valid never is.
+        keep = size - keep_from
+        for arr in (self.obs_RO, self.rew_R, self.act_R, self.acted_R, self.final_R, self.term_R):
+            arr[:keep] = arr[keep_from:size]
+        self.size = keep
+        self.new_steps = 0
+        return chunk

@@ -1,0 +1,123 @@
+"""Softmax weights, the parameter merge on two tiny nets, and K=1 reducing exactly to plain DQN."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from asyncdqn.config import LearnerConfig, MergeConfig
+from asyncdqn.learner import Learner
+from asyncdqn.merge import merge_params, resync_, softmax_weights, standardise, weight_entropy
+from asyncdqn.nets import EnsembleQNet
+from asyncdqn.replay import Batch
+
+
+def test_softmax_weights_hand_computed():
+    # scores 1 and 3: standardised to -1 and +1; tau = 1 -> softmax(-1, 1) = (1, e^2) / (1 + e^2)
+    w = softmax_weights(np.array([1.0, 3.0]), tau=1.0)
+    e2 = math.exp(2)
+    assert w == pytest.approx([1 / (1 + e2), e2 / (1 + e2)])
+    # tau = 2 halves the logits
+    assert softmax_weights(np.array([1.0, 3.0]), tau=2.0) == pytest.approx([1 / (1 + math.e), math.e / (1 + math.e)])
+    # scale-free: the same after multiplying scores by 100
+    assert softmax_weights(np.array([100.0, 300.0]), 1.0) == pytest.approx(w)
+
+
+def test_softmax_weights_edge_cases():
+    assert softmax_weights(np.array([5.0, 1.0, 2.0]), math.inf) == pytest.approx([1 / 3] * 3)
+    assert softmax_weights(np.array([4.0, 4.0]), 0.1) == pytest.approx([0.5, 0.5])      # no spread
+    assert softmax_weights(np.array([np.nan, 2.0]), 1.0) == pytest.approx([0.5, 0.5])   # one known score
+    assert standardise(np.array([np.nan, 1.0, 3.0])).tolist() == [0.0, -1.0, 1.0]
+    assert softmax_weights(np.array([7.0]), 0.5) == pytest.approx([1.0])
+    assert weight_entropy(np.array([0.5, 0.5])) == pytest.approx(math.log(2))
+
+
+def test_param_merge_of_two_tiny_nets_and_resync():
+    w_a, w_b = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 6.0]])
+    weight = torch.stack([w_a, w_b])            # [K=2, 1, 2]
+    bias = torch.tensor([[[0.0]], [[4.0]]])     # [K=2, 1, 1]
+    merged = merge_params([weight, bias], np.array([0.25, 0.75]))
+    # 0.25 * [1, 2] + 0.75 * [3, 6] = [2.5, 5]; bias 0.25 * 0 + 0.75 * 4 = 3
+    assert merged[0].tolist() == [[[2.5, 5.0]]]
+    assert merged[1].tolist() == [[[3.0]]]
+    resync_([weight, bias], merged, blend=0.5)   # halfway to the merge
+    assert weight.tolist() == [[[1.75, 3.5]], [[2.75, 5.5]]]
+    assert bias.tolist() == [[[1.5]], [[3.5]]]
+
+
+def test_learner_params_merge_sets_target_to_weighted_average():
+    lc, mc = LearnerConfig(num_nets=2, hidden=(3,)), MergeConfig(every=1, tau=1.0)
+    learner = Learner(lc, mc, obs_size=2, n_actions=2, seed=0)
+    with torch.no_grad():
+        for p in learner.online.parameters():
+            p[1].add_(1.0)                       # make net 1 differ from net 0 by +1 everywhere
+    event = learner.merge(np.array([0.0, 10.0]))   # net 1 scores higher
+    w1 = event.weights_K[1]
+    assert w1 == pytest.approx(math.exp(1) / (math.exp(-1) + math.exp(1)))
+    for t, p in zip(learner.target.parameters(), learner.online.parameters()):
+        # full re-sync: every online net now equals the target
+        assert torch.allclose(p, t.expand_as(p))
+
+
+def _batches(rng, n, k, b, obs_size=4):
+    for _ in range(n):
+        yield Batch(rng.standard_normal((k, b, obs_size)).astype(np.float32), rng.integers(0, 2, (k, b)),
+                    rng.standard_normal((k, b)).astype(np.float32),
+                    rng.choice([0.0, 0.99], (k, b)).astype(np.float32),
+                    rng.standard_normal((k, b, obs_size)).astype(np.float32),
+                    np.ones((k, b), np.float32), np.zeros((k, b), np.int64))
+
+
+def test_k1_reduces_to_plain_dqn_with_hard_target_copy():
+    """One net, any tau: the ensemble learner equals a hand-written DQN (Double-DQN target, Huber loss,
+    clip_grad_norm_, Adam, target <- online every M updates) on the same batches."""
+    lc = LearnerConfig(num_nets=1, hidden=(8, 8), lr=1e-2, grad_clip=0.5)
+    mc = MergeConfig(every=3, tau=0.37)
+    learner = Learner(lc, mc, obs_size=4, n_actions=2, seed=1)
+
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.ReLU(),
+                                torch.nn.Linear(8, 2))
+    with torch.no_grad():   # same initial weights ([1, in, out] -> Linear's [out, in])
+        for lin, ens in zip([plain[0], plain[2], plain[4]], [*learner.online.torso, learner.online.head]):
+            lin.weight.copy_(ens.weight[0].T)
+            lin.bias.copy_(ens.bias[0, 0])
+    target = [p.detach().clone() for p in plain.parameters()]
+    tnet = torch.nn.Sequential(*[type(m)(*(() if isinstance(m, torch.nn.ReLU) else (m.in_features, m.out_features)))
+                                 for m in plain])
+    opt = torch.optim.Adam(plain.parameters(), lr=1e-2)
+
+    for i, batch in enumerate(_batches(np.random.default_rng(0), 10, 1, 16)):
+        learner.run([batch], np.array([123.0]))
+        with torch.no_grad():
+            for tp, v in zip(tnet.parameters(), target):
+                tp.copy_(v)
+            obs, nxt = torch.as_tensor(batch.obs_KBO[0]), torch.as_tensor(batch.next_obs_KBO[0])
+            a_star = plain(nxt).argmax(1, keepdim=True)
+            y = torch.as_tensor(batch.ret_KB[0]) + torch.as_tensor(batch.disc_KB[0]) * tnet(nxt).gather(1, a_star)[:, 0]
+        q = plain(obs).gather(1, torch.as_tensor(batch.act_KB[0])[:, None])[:, 0]
+        loss = torch.nn.functional.huber_loss(q, y)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), 0.5)
+        opt.step()
+        if (i + 1) % 3 == 0:
+            target = [p.detach().clone() for p in plain.parameters()]
+    assert learner.weights_K.tolist() == [1.0]
+    for lin, ens in zip([plain[0], plain[2], plain[4]], [*learner.online.torso, learner.online.head]):
+        assert torch.allclose(lin.weight, ens.weight[0].T, atol=1e-6)
+        assert torch.allclose(lin.bias, ens.bias[0, 0], atol=1e-6)
+
+
+def test_ensemble_nets_share_init_and_train_on_their_own_batches():
+    net = EnsembleQNet(3, 4, 2, (8,)).reset_parameters(0)
+    for p in net.parameters():
+        assert torch.equal(p[0], p[1]) and torch.equal(p[1], p[2])
+    learner = Learner(LearnerConfig(num_nets=3, hidden=(8,)), MergeConfig(every=1000), 4, 2, seed=0)
+    batch = next(_batches(np.random.default_rng(1), 1, 3, 8))
+    # give net 2 the same minibatch as net 0: they must stay equal, net 1 must differ
+    batch = batch._replace(**{f: np.stack([getattr(batch, f)[0], getattr(batch, f)[1], getattr(batch, f)[0]])
+                              for f in ("obs_KBO", "act_KB", "ret_KB", "disc_KB", "next_obs_KBO")})
+    learner.run([batch], np.zeros(3))
+    w = learner.online.head.weight
+    assert torch.equal(w[0], w[2]) and not torch.equal(w[0], w[1])
