@@ -1,0 +1,406 @@
+"""Trading environment: the second stage of the trading data flow.
+
+    envs.market_data.load_ohlcv --> TradingEnv (causal features, normalisation, fills, costs, reward)
+    --> actors (training: random windows) / asyncdqn.backtest (evaluation: one walk of the whole range)
+
+Array legend: suffix _T = one value per bar of the loaded data (T bars); _TF = bars x features.
+
+Timing and equity, exactly as step() computes them. The agent acts at the close of bar t, having seen
+the features of bars t-window+1..t (each computed from data at or before its own bar), and picks a
+target position p' from `positions` (a fraction of equity: -1 short, 0 flat, 1 long). With p the old
+position, E_t the equity at close t, c = cost_bps / 1e4, o/cl the open/close prices:
+
+    fill="open" (default; the fill price is one the agent has NOT seen):
+        E_fill  = E_t * (1 + p * (o[t+1] / cl[t] - 1))            old position held overnight
+        cost    = c * |p' - p| * E_fill                              paid on equity at the fill
+        E_{t+1} = (E_fill - cost) * (1 + p' * (cl[t+1] / o[t+1] - 1))  new position held to the close
+    fill="close" (optimistic: assumes a fill at the very close the agent just saw, the classic
+    look-ahead of daily backtests; offered for comparison, not as the default):
+        E_fill  = E_t;  cost = c * |p' - p| * E_t;  E_{t+1} = (E_t - cost) * (1 + p' * (cl[t+1] / cl[t] - 1))
+
+    reward = log(E_{t+1} / E_t), so an episode's rewards sum to log(E_final / E_0) with E_0 = 1: the
+    reward is the net profit, fees included, never a proxy for it.
+
+A position is a constant fraction of equity over each price move (rebalanced for free between bars):
+exact for 0 and 1, the usual approximation for shorts and leverage. Ruin: when a growth factor is <= 0
+or equity would fall below RUIN_FLOOR * E_t (a short through a doubling), equity becomes
+RUIN_FLOOR * E_t, the reward is log(RUIN_FLOOR) (about -18.4) and the episode terminates; the sum of
+rewards still equals log(E_final / E_0).
+
+Ranges. `start`/`end` (inclusive; a date-only `end` covers its whole day) select the bars the agent
+trades. The first decision bar is the first bar >= start that has a full window of defined features;
+the window may reach back before `start`: those bars are the past, known at decision time. The last
+step ends at the last bar <= end: terminated=True there (the data ending is a true end of the walk).
+With `episode_length=None` reset() starts at the first decision bar (deterministic evaluation walk);
+otherwise at a bar drawn with self.np_random so that `episode_length` steps fit, and truncated=True
+after that many steps.
+
+Normalisation. Feature mean/std are fitted on the bars in [norm_start, norm_end] only. With neither
+given that is this env's own [start, end]; with one given, the other defaults to the edge of the data
+(norm_end="2016-12-31" alone = everything up to 2016-12-31). The evaluation env gets the TRAINING range
+(scenario_kwargs does this) or the `norm_stats` saved in the checkpoint, so statistics never see test data.
+Normalised features are clipped to +-OBS_CLIP so a single news day (GOOGL 2015-07-17: +16%) cannot
+dominate the input scale.
+
+Observation (float32): the window of normalised features, oldest bar first (window x len(FEATURE_NAMES),
+flattened row-major), then the current position, then time in position (steps since the last change,
+capped at `window`, divided by `window`). Everything is precomputed in numpy at construction; step()
+touches no pandas (tests/test_trading_env.py swaps this module's `pd` for an object that raises).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from envs.market_data import DataError, read_ohlcv
+
+ENV_ID = "asyncdqn/Trading-v0"
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "GOOGL.csv"
+FEATURE_NAMES = ("ret_open", "ret_high", "ret_low", "ret_close", "dlog_volume", "sma10_gap", "vol10", "rsi14")
+FEATURE_WARMUP = 14  # first bar index at which every feature is defined (rsi14 needs 14 close changes)
+OBS_CLIP = 10.0
+RUIN_FLOOR = 1e-8
+FILL_MODES = ("open", "close")
+METADATA_VERSION = 1
+
+
+class NormStats(NamedTuple):
+    mean: np.ndarray  # [F] float64
+    std: np.ndarray  # [F] float64, > 0
+
+
+class PolicyMismatchError(DataError):
+    """The data/env a policy is applied to does not produce the observations it was trained on."""
+
+
+def compute_features(open_T: np.ndarray, high_T: np.ndarray, low_T: np.ndarray, close_T: np.ndarray,
+                     volume_T: np.ndarray) -> np.ndarray:
+    """[T, len(FEATURE_NAMES)] float64 features; row t uses bars <= t only; NaN where undefined.
+
+    ret_open/high/low/close = log(price_t / close_{t-1}); dlog_volume = log1p(vol_t) - log1p(vol_{t-1})
+    (log1p: zero-volume bars are valid); sma10_gap = log(close_t / mean(close_{t-9..t}));
+    vol10 = std (ddof=0) of the last 10 close log returns; rsi14 = sum of up moves / sum of |moves| over
+    the last 14 close changes, minus 0.5 (0 when the price did not move).
+    """
+    n = len(close_T)
+    features_TF = np.full((n, len(FEATURE_NAMES)), np.nan)
+    if n < 2:
+        return features_TF
+    prev = close_T[:-1]
+    ret_close_T = np.full(n, np.nan)
+    ret_close_T[1:] = np.log(close_T[1:] / prev)
+    features_TF[1:, 0] = np.log(open_T[1:] / prev)
+    features_TF[1:, 1] = np.log(high_T[1:] / prev)
+    features_TF[1:, 2] = np.log(low_T[1:] / prev)
+    features_TF[:, 3] = ret_close_T
+    features_TF[1:, 4] = np.diff(np.log1p(volume_T))
+    if n >= 10:
+        features_TF[9:, 5] = np.log(close_T[9:] / sliding_window_view(close_T, 10).mean(axis=1))
+    if n >= 11:
+        features_TF[10:, 6] = sliding_window_view(ret_close_T[1:], 10).std(axis=1)
+    if n >= 15:
+        moves = sliding_window_view(np.diff(close_T), 14)
+        total = np.abs(moves).sum(axis=1)
+        up = np.clip(moves, 0.0, None).sum(axis=1)
+        features_TF[14:, 7] = np.where(total > 0, up / np.where(total > 0, total, 1.0) - 0.5, 0.0)
+    return features_TF
+
+
+def fit_norm_stats(features_TF: np.ndarray) -> NormStats:
+    """Mean and std (ddof=0) per feature over the given rows; a constant feature gets std 1."""
+    mean = features_TF.mean(axis=0)
+    std = features_TF.std(axis=0)
+    return NormStats(mean, np.where(std > 1e-12, std, 1.0))
+
+
+def _bound_index(dates_T: np.ndarray, value: str | None, *, is_end: bool) -> int:
+    """Index of the first bar >= start, or of the last bar <= end (inclusive, whole day if date-only)."""
+    if value is None:
+        return len(dates_T) - 1 if is_end else 0
+    stamp = pd.Timestamp(value)
+    if is_end and stamp == stamp.normalize() and len(str(value).strip()) <= 10:
+        stamp = stamp + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
+    target = np.datetime64(stamp.to_datetime64(), "ns")
+    return int(np.searchsorted(dates_T, target, side="right")) - 1 if is_end else \
+        int(np.searchsorted(dates_T, target, side="left"))
+
+
+def _as_norm_stats(value: NormStats | Mapping[str, Sequence[float]] | Sequence[Sequence[float]]) -> NormStats:
+    mean, std = (value["mean"], value["std"]) if isinstance(value, Mapping) else value
+    stats = NormStats(np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64))
+    width = len(FEATURE_NAMES)
+    if stats.mean.shape != (width,) or stats.std.shape != (width,):
+        raise ValueError(f"norm_stats must hold {width} means and {width} stds ({', '.join(FEATURE_NAMES)})")
+    if not (np.all(np.isfinite(stats.mean)) and np.all(np.isfinite(stats.std)) and np.all(stats.std > 0)):
+        raise ValueError("norm_stats must be finite with every std > 0")
+    return stats
+
+
+class TradingEnv(gym.Env):
+    """Daily OHLCV trading with discrete target positions; see the module docstring for the exact rules."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, data: str | os.PathLike | pd.DataFrame | None = None, *, start: str | None = None,
+                 end: str | None = None, window: int = 32, cost_bps: float = 10.0,
+                 positions: Sequence[float] = (-1.0, 0.0, 1.0), fill: str = "open",
+                 episode_length: int | None = None, norm_start: str | None = None, norm_end: str | None = None,
+                 norm_stats: NormStats | Mapping[str, Sequence[float]] | None = None,
+                 date_format: str | None = None, dayfirst: bool = False, dropna: bool = False,
+                 render_mode: str | None = None):
+        self.positions = tuple(float(p) for p in positions)
+        if not self.positions or len(set(self.positions)) != len(self.positions) or \
+                not all(math.isfinite(p) for p in self.positions):
+            raise ValueError(f"positions must be distinct finite numbers, got {positions!r}")
+        if int(window) != window or window < 1:
+            raise ValueError(f"window must be a positive integer, got {window!r}")
+        if fill not in FILL_MODES:
+            raise ValueError(f"fill must be one of {FILL_MODES}, got {fill!r}")
+        if episode_length is not None and (int(episode_length) != episode_length or episode_length < 1):
+            raise ValueError(f"episode_length must be None or a positive integer, got {episode_length!r}")
+        self.cost_rate = float(cost_bps) / 1e4
+        max_trade = max(self.positions) - min(self.positions)
+        if not (self.cost_rate >= 0.0 and self.cost_rate * max_trade < 1.0):
+            raise ValueError(f"cost_bps must be >= 0 and the largest trade's cost below 100%, got {cost_bps!r}")
+        if render_mode is not None:
+            raise ValueError("TradingEnv has no render modes")
+        self.render_mode = None
+        self.window, self.fill, self.cost_bps = int(window), fill, float(cost_bps)
+        self.episode_length = None if episode_length is None else int(episode_length)
+
+        loaded = read_ohlcv(DEFAULT_DATA if data is None or (isinstance(data, str) and not data) else data,
+                            date_format=date_format, dayfirst=dayfirst, dropna=dropna)
+        self.data_source = loaded.source
+        frame = loaded.frame
+        dates_T = frame.index.to_numpy(dtype="datetime64[ns]")
+        open_T, high_T, low_T, close_T, volume_T = (frame[c].to_numpy(dtype=np.float64)
+                                                    for c in ("open", "high", "low", "close", "volume"))
+
+        # Decision bars: t in [first_bar, last_bar); each step moves t -> t+1.
+        self._first_bar = max(_bound_index(dates_T, start, is_end=False), FEATURE_WARMUP + self.window - 1)
+        self._last_bar = _bound_index(dates_T, end, is_end=True)
+        if self._last_bar - self._first_bar < 1:
+            raise DataError(self.data_source, f"range {start or 'first bar'}..{end or 'last bar'} leaves no "
+                                              f"decision step; a decision needs {FEATURE_WARMUP + self.window} "
+                                              f"earlier bars (feature warm-up {FEATURE_WARMUP} + window "
+                                              f"{self.window}) and one after")
+
+        features_TF = compute_features(open_T, high_T, low_T, close_T, volume_T)
+        if norm_stats is not None:
+            self.norm = _as_norm_stats(norm_stats)
+            self.norm_range: tuple[str | None, str | None] = (None, None)  # fitted elsewhere (a checkpoint)
+        else:
+            own = norm_start is None and norm_end is None
+            lo = max(_bound_index(dates_T, start if own else norm_start, is_end=False), FEATURE_WARMUP)
+            hi = _bound_index(dates_T, end if own else norm_end, is_end=True)
+            if hi - lo + 1 < 2:
+                asked = (start, end) if own else (norm_start, norm_end)
+                raise DataError(self.data_source, f"normalisation range {asked[0] or 'first bar'}.."
+                                                  f"{asked[1] or 'last bar'} holds {max(hi - lo + 1, 0)} bars with "
+                                                  "features; need at least 2")
+            self.norm = fit_norm_stats(features_TF[lo:hi + 1])
+            self.norm_range = (_date_str(dates_T[lo]), _date_str(dates_T[hi]))
+        z_TF = np.clip((features_TF - self.norm.mean) / self.norm.std, -OBS_CLIP, OBS_CLIP)
+        self._z_TF = np.ascontiguousarray(np.nan_to_num(z_TF, nan=0.0), dtype=np.float32)  # NaN rows never observed
+
+        # Per-step price ratios as Python floats: scalar float math is faster than numpy scalars in step().
+        gap_T = np.zeros(len(close_T))
+        move_T = np.zeros(len(close_T))
+        fill_price_T = close_T.copy()
+        if fill == "open":
+            gap_T[:-1] = open_T[1:] / close_T[:-1] - 1.0
+            move_T[:-1] = close_T[1:] / open_T[1:] - 1.0
+            fill_price_T[:-1] = open_T[1:]
+            fill_bar_T = np.minimum(np.arange(len(close_T)) + 1, len(close_T) - 1)
+        else:
+            move_T[:-1] = close_T[1:] / close_T[:-1] - 1.0
+            fill_bar_T = np.arange(len(close_T))
+        self._gap, self._move, self._fill_price = gap_T.tolist(), move_T.tolist(), fill_price_T.tolist()
+        self._dates = _date_strings(dates_T)
+        self._fill_dates = [self._dates[i] for i in fill_bar_T]
+
+        width = self.window * len(FEATURE_NAMES)
+        self.obs_dim = width + 2
+        # episodes start flat (0.0) even when 0 is not an allowed target, so the bounds include it
+        low = np.concatenate([np.full(width, -OBS_CLIP), [min(*self.positions, 0.0), 0.0]]).astype(np.float32)
+        high = np.concatenate([np.full(width, OBS_CLIP), [max(*self.positions, 0.0), 1.0]]).astype(np.float32)
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(len(self.positions))
+
+        self._t = self._first_bar
+        self._position, self._equity, self._held, self._steps, self._done = 0.0, 1.0, 0, 0, True
+
+    # ------------------------------------------------------------------------------------- ranges
+    @property
+    def first_date(self) -> str:
+        """Date of the first decision bar of the evaluation walk (its close is equity 1.0)."""
+        return self._dates[self._first_bar]
+
+    @property
+    def last_date(self) -> str:
+        """Date of the last bar of the range (the final mark-to-market close)."""
+        return self._dates[self._last_bar]
+
+    @property
+    def decision_steps(self) -> int:
+        """Number of steps in the full evaluation walk."""
+        return self._last_bar - self._first_bar
+
+    # ------------------------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if self.episode_length is None:
+            self._t = self._first_bar
+        else:
+            last_start = max(self._first_bar, self._last_bar - self.episode_length)
+            self._t = self._first_bar + int(self.np_random.integers(0, last_start - self._first_bar + 1))
+        self._position, self._equity, self._held, self._steps, self._done = 0.0, 1.0, 0, 0, False
+        info = {"date": self._dates[self._t], "position": 0.0, "equity": 1.0}
+        return self._observation(), info
+
+    def step(self, action):
+        if self._done:
+            raise RuntimeError("step() called on a finished episode; call reset() first")
+        index = int(action)
+        if not 0 <= index < len(self.positions):
+            raise ValueError(f"action {action!r} is not in 0..{len(self.positions) - 1}")
+        t, old, new, equity = self._t, self._position, self.positions[index], self._equity
+        grow_old = 1.0 + old * self._gap[t]
+        grow_new = 1.0 + new * self._move[t]
+        fill_equity = equity * grow_old
+        cost = self.cost_rate * abs(new - old) * fill_equity
+        ruined = grow_old <= 0.0 or grow_new <= 0.0 or (fill_equity - cost) * grow_new <= RUIN_FLOOR * equity
+        if ruined:
+            cost = max(cost, 0.0)
+            next_equity = RUIN_FLOOR * equity
+        else:
+            next_equity = (fill_equity - cost) * grow_new
+        reward = math.log(next_equity / equity)
+
+        self._held = 0 if new != old else self._held + 1
+        self._t, self._position, self._equity, self._steps = t + 1, new, next_equity, self._steps + 1
+        terminated = ruined or self._t >= self._last_bar
+        truncated = not terminated and self.episode_length is not None and self._steps >= self.episode_length
+        self._done = terminated or truncated
+        info = {"date": self._dates[t + 1], "position": new, "previous_position": old, "equity": next_equity,
+                "fill_date": self._fill_dates[t], "fill_price": self._fill_price[t], "fill_equity": fill_equity,
+                "cost": cost, "ruined": ruined}
+        return self._observation(), reward, terminated, truncated, info
+
+    def _observation(self) -> np.ndarray:
+        obs = np.empty(self.obs_dim, dtype=np.float32)
+        obs[:-2] = self._z_TF[self._t - self.window + 1:self._t + 1].reshape(-1)
+        obs[-2] = self._position
+        obs[-1] = min(self._held, self.window) / self.window
+        return obs
+
+    # ------------------------------------------------------------------------- policy metadata
+    def policy_metadata(self) -> dict[str, Any]:
+        """What a checkpoint must store to rebuild identical observations on new data.
+
+        Only str/int/float/bool/None and lists of them, so torch.load(weights_only=True) and JSON can
+        read it back.
+        """
+        return {
+            "env_id": ENV_ID, "metadata_version": METADATA_VERSION,
+            "feature_names": list(FEATURE_NAMES), "feature_warmup": FEATURE_WARMUP, "obs_clip": OBS_CLIP,
+            "window": self.window, "positions": list(self.positions), "n_actions": len(self.positions),
+            "obs_dim": self.obs_dim, "fill": self.fill, "cost_bps": self.cost_bps,
+            "norm_mean": [float(x) for x in self.norm.mean], "norm_std": [float(x) for x in self.norm.std],
+            "norm_start": self.norm_range[0], "norm_end": self.norm_range[1],
+        }
+
+
+def _date_str(stamp: np.datetime64) -> str:
+    return _date_strings(np.array([stamp]))[0]
+
+
+def _date_strings(dates_T: np.ndarray) -> list[str]:
+    """ISO dates ("2014-04-03") for daily data; ISO date-times when any bar has a time of day."""
+    text_T = np.datetime_as_string(dates_T, unit="s")
+    if np.all(np.char.endswith(text_T, "T00:00:00")):
+        return [str(t)[:10] for t in text_T]
+    return [str(t) for t in text_T]
+
+
+def env_kwargs_from_metadata(metadata: Mapping[str, Any], data: str | os.PathLike | pd.DataFrame, *,
+                             start: str | None = None, end: str | None = None, cost_bps: float | None = None,
+                             fill: str | None = None, date_format: str | None = None, dayfirst: bool = False,
+                             dropna: bool = False) -> dict[str, Any]:
+    """TradingEnv kwargs that rebuild a policy's observations on `data`.
+
+    cost_bps and fill may be overridden (they change execution, not observations); window, positions and
+    normalisation come from the metadata. Raises PolicyMismatchError when the metadata is incomplete.
+    """
+    source = data if isinstance(data, (str, os.PathLike)) else "<DataFrame>"
+    needed = ("feature_names", "window", "positions", "norm_mean", "norm_std", "fill", "cost_bps")
+    lacking = [key for key in needed if key not in metadata]
+    if lacking:
+        raise PolicyMismatchError(str(source), f"policy metadata lacks {', '.join(lacking)}; not a trading policy?")
+    return {"data": data, "start": start, "end": end, "window": int(metadata["window"]),
+            "positions": tuple(float(p) for p in metadata["positions"]),
+            "cost_bps": float(metadata["cost_bps"] if cost_bps is None else cost_bps),
+            "fill": str(metadata["fill"] if fill is None else fill), "episode_length": None,
+            "norm_stats": {"mean": list(metadata["norm_mean"]), "std": list(metadata["norm_std"])},
+            "date_format": date_format, "dayfirst": dayfirst, "dropna": dropna}
+
+
+def check_policy_metadata(metadata: Mapping[str, Any], env: TradingEnv) -> None:
+    """Raise PolicyMismatchError (one line) unless `env` yields the observations the policy was trained on."""
+    mine = env.policy_metadata()
+    for key in ("metadata_version", "feature_names", "feature_warmup", "obs_clip", "window", "positions", "obs_dim",
+                "norm_mean", "norm_std"):
+        if key not in metadata:
+            raise PolicyMismatchError(env.data_source, f"policy metadata lacks {key!r}; not a trading policy?")
+        theirs = metadata[key]
+        same = list(theirs) == mine[key] if isinstance(mine[key], list) else theirs == mine[key]
+        if not same:
+            raise PolicyMismatchError(env.data_source, f"does not match the policy: {key} is {_brief(mine[key])} "
+                                                       f"here but {_brief(theirs)} in the policy")
+
+
+def make_env_for_policy(metadata: Mapping[str, Any], data: str | os.PathLike | pd.DataFrame,
+                        **overrides: Any) -> TradingEnv:
+    """A walk-the-range TradingEnv on `data` for a saved policy, verified against its metadata."""
+    env = TradingEnv(**env_kwargs_from_metadata(metadata, data, **overrides))
+    check_policy_metadata(metadata, env)
+    return env
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def scenario_kwargs(trading: Any, *, evaluation: bool) -> dict[str, Any]:
+    """TradingEnv kwargs for the engine's `[trading]` config section (read by attribute, so envs need not
+    import asyncdqn): data, train_end, window, cost_bps, fill, long_only, episode_length.
+
+    Training: bars up to train_end, random episodes of episode_length decisions. Evaluation: one walk that
+    starts `window` bars after train_end (a purge gap: no evaluation observation window contains a
+    training bar), with normalisation fitted on the training range. Without train_end both use all the
+    data (evaluation is then in-sample).
+    """
+    data = trading.data or None
+    train_end = trading.train_end or None
+    common = {"data": data, "window": int(trading.window), "cost_bps": float(trading.cost_bps),
+              "fill": str(trading.fill), "positions": (0.0, 1.0) if trading.long_only else (-1.0, 0.0, 1.0)}
+    if not evaluation:
+        return {**common, "end": train_end, "episode_length": int(trading.episode_length)}
+    if train_end is None:
+        return {**common, "episode_length": None}
+    dates_T = read_ohlcv(DEFAULT_DATA if data is None else data).frame.index.to_numpy(dtype="datetime64[ns]")
+    first_eval = _bound_index(dates_T, train_end, is_end=True) + int(trading.window) + 1
+    if first_eval >= len(dates_T) - 1:
+        raise DataError(str(data or DEFAULT_DATA), f"no evaluation bars after train_end {train_end} and a purge gap "
+                                                   f"of {trading.window} bars")
+    return {**common, "start": _date_str(dates_T[first_eval]), "episode_length": None, "norm_end": train_end}
