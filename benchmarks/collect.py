@@ -1,0 +1,175 @@
+"""Collection-only throughput: asyncdqn's actors (no learning) vs a raw single-env gymnasium loop.
+
+asyncdqn runs the `cartpole` scenario with overrides
+    learner.replay_ratio=0 actors.num_actors=N eval.every=0 eval.final_episodes=1 total_steps=STEPS
+so the run is pure collection: N actor coroutines, one batched K-net forward per tick for all waiting actors,
+chunks through the bounded queue into the replay pool. Two rates are read from the run:
+  * steady-state: (env_steps_last - env_steps_first) / (wall_s_last - wall_s_first) over the 'train' records
+    of metrics.jsonl (written every `log_every` steps), which leaves out start-up (env construction, first
+    forward, metrics writer start);
+  * end-to-end: summary.json env_steps / train_wall_s (start of `runtime.run` to the end of collection).
+The raw loop is `gymnasium.make("CartPole-v1")` stepped STEPS times with random actions from a numpy
+Generator, resetting on terminated/truncated: the cost of the env alone, with gymnasium's default wrappers
+(asyncdqn's actors get the same wrappers). It runs in the same child process as the asyncdqn run, once
+before and once after it; their mean is the reference. Ratio = asyncdqn rate / raw rate (goal >= 0.4 at
+64 actors). `actors_per_forward` (summary.json) is how many actor requests each batched forward answered.
+
+Each (actor count, seed) runs in a fresh subprocess with torch.set_num_threads(1) (`--threads`).
+`torch._dynamo` is imported before the run: torch imports it lazily in the first optimizer constructor
+(`Learner.__init__`), ~1.5 s on a 2-core EPYC, which would otherwise sit inside train_wall_s and swamp the
+end-to-end rate of a short run. So end-to-end = the run's own start-up + collection, imports excluded.
+
+Run:   .venv/bin/python benchmarks/collect.py [--steps 100000] [--seeds 0..2] [--sweep] [--out r.json]
+Smoke: .venv/bin/python benchmarks/collect.py --quick [--sweep]   (5000 steps, seed 0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import machine_info, median, parse_seeds, print_table, ratio, run_child, write_child_result, finish
+
+SCRIPT = Path(__file__).resolve()
+ENV_ID = "CartPole-v1"
+GOAL = 0.4
+
+
+def raw_loop(steps: int, seed: int) -> float:
+    """Steps per second of a bare gymnasium loop with random actions."""
+    import gymnasium as gym
+    import numpy as np
+
+    env = gym.make(ENV_ID)
+    rng = np.random.default_rng(seed)
+    n_actions = int(env.action_space.n)
+    env.reset(seed=seed)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(int(rng.integers(n_actions)))
+        if terminated or truncated:
+            env.reset()
+    rate = steps / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def child(spec: dict) -> dict:
+    import asyncio
+
+    import torch
+    import torch._dynamo  # noqa: F401  (see the module docstring)
+
+    from asyncdqn import config, runtime
+
+    torch.set_num_threads(spec["threads"])
+    overrides = ["learner.replay_ratio=0", f"actors.num_actors={spec['actors']}", "eval.every=0",
+                 "eval.final_episodes=1", f"total_steps={spec['steps']}", f"torch_threads={spec['threads']}",
+                 *spec["overrides"]]
+    cfg = config.load("cartpole", overrides, seed=spec["seed"])
+    raw_before = raw_loop(spec["steps"], spec["seed"])
+    out_dir = Path(spec["run_dir"])
+    summary = asyncio.run(runtime.run(cfg, out_dir))
+    raw_after = raw_loop(spec["steps"], spec["seed"] + 1)
+    train = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line]
+    train = [r for r in train if r["kind"] == "train"]
+    steady = None
+    if len(train) >= 2 and train[-1]["wall_s"] > train[0]["wall_s"]:
+        steady = (train[-1]["env_steps"] - train[0]["env_steps"]) / (train[-1]["wall_s"] - train[0]["wall_s"])
+    raw = (raw_before + raw_after) / 2
+    end_to_end = summary["env_steps"] / summary["train_wall_s"]
+    return {
+        "actors": spec["actors"], "seed": spec["seed"], "num_nets": cfg.learner.num_nets,
+        "env_steps": summary["env_steps"], "train_wall_s": summary["train_wall_s"],
+        "steady_steps_per_s": steady, "end_to_end_steps_per_s": end_to_end,
+        "raw_steps_per_s": raw, "raw_before_steps_per_s": raw_before, "raw_after_steps_per_s": raw_after,
+        "steady_ratio": ratio(steady, raw), "end_to_end_ratio": ratio(end_to_end, raw),
+        "actors_per_forward": summary["actors_per_forward"], "train_records": len(train),
+        "steady_window_steps": [train[0]["env_steps"], train[-1]["env_steps"]] if train else None,
+        "updates": summary["updates"],
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", default="0..2", help="seeds ('0..2', '0,4'); each is one run per actor count")
+    p.add_argument("--steps", type=int, default=100_000, help="env steps per run (both asyncdqn and raw loop)")
+    p.add_argument("--actors", type=int, default=64, help="actor count of the headline run")
+    p.add_argument("--sweep", action="store_true", help="also run 1 and 8 actors (actor counts 1, 8, 64)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra asyncdqn config override (repeatable)")
+    p.add_argument("--out", help="write the full result to this JSON file")
+    p.add_argument("--quick", action="store_true", help="smoke run: 5000 steps, first seed only")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per child run")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--result-file", help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.child:
+        write_child_result(args.result_file, child(json.loads(args.child)))
+        return 0
+
+    seeds = parse_seeds(args.seeds)
+    if args.quick:
+        seeds, args.steps = seeds[:1], 5000
+    counts = sorted({1, 8, 64, args.actors}) if args.sweep else [args.actors]
+    machine = machine_info()
+    print(f"Collection throughput, CartPole-v1, {args.steps} steps, seeds {seeds}, actors {counts}"
+          f"{'  [QUICK smoke run on whatever load the machine has]' if args.quick else ''}")
+    print(f"machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, torch {machine['torch']}, "
+          f"load {machine['loadavg_at_start']}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="asyncdqn-collect-") as tmp:
+        for n in counts:
+            for seed in seeds:
+                spec = {"actors": n, "seed": seed, "steps": args.steps, "threads": args.threads,
+                        "overrides": args.overrides, "run_dir": str(Path(tmp) / f"a{n}_s{seed}")}
+                r = run_child(SCRIPT, spec, args.timeout)
+                rows.append(r)
+                print(f"  actors {n:3d} seed {seed}: steady {r['steady_steps_per_s'] or float('nan'):.0f}/s, "
+                      f"end-to-end {r['end_to_end_steps_per_s']:.0f}/s, raw {r['raw_steps_per_s']:.0f}/s",
+                      flush=True)
+
+    print_table("Per run (steps/s)",
+                [("actors", ""), ("seed", ""), ("steady_steps_per_s", ".0f"), ("end_to_end_steps_per_s", ".0f"),
+                 ("raw_steps_per_s", ".0f"), ("steady_ratio", ".3f"), ("end_to_end_ratio", ".3f"),
+                 ("actors_per_forward", ".2f")], rows)
+    by_count = []
+    for n in counts:
+        rs = [r for r in rows if r["actors"] == n]
+        by_count.append({
+            "actors": n, "runs": len(rs),
+            "steady_steps_per_s": median(r["steady_steps_per_s"] for r in rs),
+            "end_to_end_steps_per_s": median(r["end_to_end_steps_per_s"] for r in rs),
+            "raw_steps_per_s": median(r["raw_steps_per_s"] for r in rs),
+            "steady_ratio": median(r["steady_ratio"] for r in rs),
+            "end_to_end_ratio": median(r["end_to_end_ratio"] for r in rs),
+            "actors_per_forward": median(r["actors_per_forward"] for r in rs),
+        })
+    print_table(f"Medians over seeds (ratio = asyncdqn / raw loop; goal >= {GOAL} at {args.actors} actors)",
+                [("actors", ""), ("runs", ""), ("steady_steps_per_s", ".0f"), ("end_to_end_steps_per_s", ".0f"),
+                 ("raw_steps_per_s", ".0f"), ("steady_ratio", ".3f"), ("end_to_end_ratio", ".3f"),
+                 ("actors_per_forward", ".2f")], by_count)
+    head = next(b for b in by_count if b["actors"] == args.actors)
+    meets = head["steady_ratio"] is not None and head["steady_ratio"] >= GOAL
+    print(f"\n{args.actors} actors: steady ratio {head['steady_ratio'] or float('nan'):.3f}, end-to-end ratio "
+          f"{head['end_to_end_ratio']:.3f} (goal >= {GOAL}: steady {'met' if meets else 'NOT met'})")
+    headline = {"actors": args.actors, "steps": args.steps, "steady_ratio": head["steady_ratio"],
+                "end_to_end_ratio": head["end_to_end_ratio"], "steady_steps_per_s": head["steady_steps_per_s"],
+                "end_to_end_steps_per_s": head["end_to_end_steps_per_s"],
+                "raw_steps_per_s": head["raw_steps_per_s"], "actors_per_forward": head["actors_per_forward"],
+                "goal": GOAL, "goal_met_steady": meets, "by_actor_count": by_count}
+    result = {"benchmark": "collect", "quick": args.quick, "machine": machine,
+              "protocol": {"steps": args.steps, "seeds": seeds, "actor_counts": counts, "threads": args.threads,
+                           "overrides": args.overrides}, "runs": rows, **headline}
+    finish(result, headline, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
