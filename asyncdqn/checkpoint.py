@@ -69,6 +69,8 @@ def resolve(path_or_dir: str | Path) -> Path:
 def load(path_or_dir: str | Path) -> dict:
     """Load and check a checkpoint; any problem is a one-line UserError, and nothing is executed."""
     path = resolve(path_or_dir)
+    if not zipfile.is_zipfile(path):  # torch.save writes zip files; anything else is refused unread
+        raise UserError(f"{path}: corrupt or truncated checkpoint (not a torch zip file; plain pickles are refused)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -220,7 +220,9 @@ class RunConfig:
     trading: TradingConfig = field(default_factory=TradingConfig)
 
     def __post_init__(self) -> None:
+        _require(self.seed >= 0, "seed", "must be >= 0")
         _require(self.total_steps >= 1, "total_steps", "must be >= 1")
+        _require(self.actors.chunk_rows <= self.replay.capacity, "actors.chunk_rows", "must be <= replay.capacity")
         _require(self.torch_threads >= 1, "torch_threads", "must be >= 1")
         _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         _require(self.log_every >= 1, "log_every", "must be >= 1")

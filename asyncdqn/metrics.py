@@ -121,7 +121,8 @@ def plot_learning_curve(metrics_path: Path, out_png: Path, title: str) -> None:
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return")
     ax.set_title(title)
-    ax.legend(loc="best", fontsize=8)
+    if eps or evals:
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     plt.close(fig)

@@ -34,6 +34,7 @@ class Batch(NamedTuple):
     next_obs_KBO: np.ndarray
     weight_KB: np.ndarray  # importance-sampling weights (ones for uniform replay)
     idx_KB: np.ndarray     # rows, for priority updates
+    stamp_KB: np.ndarray   # which write filled each row, so a late priority update skips overwritten rows
 
 
 class SumTree:
@@ -66,7 +67,7 @@ class SumTree:
         mass = np.array(mass, dtype=np.float64)
         while pos[0] < self.leaves:
             left = 2 * pos
-            go_right = mass >= self.tree[left]
+            go_right = (mass >= self.tree[left]) & (self.tree[left + 1] > 0)
             mass = np.where(go_right, mass - self.tree[left], mass)
             pos = np.where(go_right, left + 1, left)
         return pos - self.leaves
@@ -83,6 +84,8 @@ class ReplayPool:
         self.hor_C = np.zeros(capacity, dtype=np.int64)
         self.valid_C = np.zeros(capacity, dtype=bool)
         self.net_C = np.full(capacity, -1, dtype=np.int16)
+        self.stamp_C = np.zeros(capacity, dtype=np.int64)  # number of the add() that wrote the row
+        self.writes = 0
         self.rng = rng
         self.head = 0        # next row to write
         self.filled = 0      # rows [0, filled) have been written at least once
@@ -115,6 +118,8 @@ class ReplayPool:
         self.hor_C[sl] = chunk.hor_R
         self.valid_C[sl] = chunk.valid_R
         self.net_C[sl] = chunk.net
+        self.writes += 1
+        self.stamp_C[sl] = self.writes
         if self.tree is not None:
             idx = np.arange(sl.start, sl.stop)
             self.tree.set(idx, np.where(chunk.valid_R, self.max_priority**self.alpha, 0.0))
@@ -155,16 +160,21 @@ class ReplayPool:
             self.obs_CO[nxt].reshape(*shape, *self.obs_CO.shape[1:]),
             weight.reshape(shape),
             idx.reshape(shape),
+            self.stamp_C[idx].reshape(shape),
         )
 
-    def update_priorities(self, idx: np.ndarray, td_abs: np.ndarray, eps: float = 1e-6) -> None:
+    def update_priorities(self, idx: np.ndarray, td_abs: np.ndarray, stamp: np.ndarray, eps: float = 1e-6) -> None:
+        """Set priorities |td| + eps of sampled rows. A row overwritten since it was sampled (its stamp
+        changed) keeps the fresh priority of its new data."""
         if self.tree is None:
             return
-        idx = idx.reshape(-1)
+        idx, stamp = idx.reshape(-1), stamp.reshape(-1)
         prio = np.abs(td_abs.reshape(-1)).astype(np.float64) + eps
-        # A row may have been overwritten since it was sampled; then it keeps its fresh priority.
         self.max_priority = max(self.max_priority, float(prio.max()))
-        self.tree.set(idx, np.where(self.valid_C[idx], prio**self.alpha, 0.0))
+        keep = self.stamp_C[idx] == stamp
+        idx, prio = idx[keep], prio[keep]
+        if len(idx):
+            self.tree.set(idx, np.where(self.valid_C[idx], prio**self.alpha, 0.0))
 
     def share_by_net(self) -> np.ndarray:
         """Fraction of valid rows made by each net's actors (a merge diagnostic)."""

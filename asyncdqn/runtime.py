@@ -73,12 +73,17 @@ def budget(cfg: RunConfig) -> tuple[int, Callable[[int], int]]:
         return 0, lambda updates: cfg.total_steps
     total_updates = int(lc.replay_ratio * max(0, cfg.total_steps - lc.learning_starts))
 
+    def steps_needed(updates: int) -> int:
+        """Env steps after which `updates` updates are allowed (capped: float rounding may overshoot)."""
+        return min(cfg.total_steps, lc.learning_starts + math.ceil(updates / lc.replay_ratio))
+
     def step_limit(updates: int) -> int:
         if updates >= total_updates:
             return cfg.total_steps
         nxt = min(updates + lc.updates_per_call, total_updates)
-        return min(cfg.total_steps, lc.learning_starts + math.ceil(nxt / lc.replay_ratio) + lc.max_lead)
+        return min(cfg.total_steps, steps_needed(nxt) + lc.max_lead)
 
+    step_limit.steps_needed = steps_needed  # type: ignore[attr-defined]
     return total_updates, step_limit
 
 
@@ -87,7 +92,6 @@ async def run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None
     """Train, evaluate and save. Returns the summary (also written to out_dir/summary.json)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write_text(out_dir / "config.toml", to_toml(cfg))
     torch.set_num_threads(cfg.torch_threads)
     stop = stop or asyncio.Event()
     t0 = time.perf_counter()
@@ -107,6 +111,7 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     envs = [make_env(cfg.env, train_kwargs) for _ in range(cfg.actors.num_actors)]
     spec = spec_of(envs[0])
     env_meta = getattr(envs[0].unwrapped, "policy_metadata", lambda: {})()
+    checkpoint.atomic_write_text(out_dir / "config.toml", to_toml(cfg))  # only once the env is known good
     eval_seed = int(seq_eval.generate_state(1)[0] % 2**31)
 
     k = cfg.learner.num_nets
@@ -150,8 +155,7 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     async def learn() -> None:
         while state["updates"] < total_updates and not stop.is_set():
             n = min(cfg.learner.updates_per_call, total_updates - state["updates"])
-            await gate.wait_steps(cfg.learner.learning_starts + math.ceil((state["updates"] + n)
-                                                                          / cfg.learner.replay_ratio))
+            await gate.wait_steps(step_limit.steps_needed(state["updates"] + n))
             while len(replay) == 0:  # the first chunks may still be on the queue
                 await asyncio.sleep(0.001)
             beta = cfg.replay.beta + (1 - cfg.replay.beta) * min(1.0, gate.steps / cfg.total_steps)
@@ -159,7 +163,7 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
             stats, merges = await asyncio.to_thread(learner.run, batches, returns.scores("return"))
             state["updates"] += n
             for b, s in zip(batches, stats):
-                replay.update_priorities(b.idx_KB, s.td_abs_KB)
+                replay.update_priorities(b.idx_KB, s.td_abs_KB, b.stamp_KB)
             copy_params_(acting, learner.online)
             gate.set_limit(step_limit(state["updates"]))
             state["skipped"] = learner.skipped
@@ -168,8 +172,12 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
                 _log_merge(writer, m, gate.steps, replay)
             if cfg.checkpoint_every and state["updates"] % cfg.checkpoint_every < n:
                 await asyncio.to_thread(_save, out_dir, cfg, spec, env_meta, learner, policy_now(), state, gate)
-        if not stop.is_set():
-            await gate.wait_steps(cfg.total_steps)
+        waits = [asyncio.ensure_future(gate.wait_steps(cfg.total_steps)), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def log_periodically() -> None:
         nxt = cfg.log_every

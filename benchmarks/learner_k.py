@@ -53,7 +53,7 @@ def random_batches(k: int, rng: np.random.Generator, n: int = N_BATCHES) -> list
                      np.ones(shape, dtype=np.float32), disc,
                      rng.standard_normal((*shape, OBS)).astype(np.float32),
                      np.ones(shape, dtype=np.float32),
-                     rng.integers(0, 100_000, shape).astype(np.int64))
+                     rng.integers(0, 100_000, shape).astype(np.int64), np.zeros(shape, dtype=np.int64))
     return [one() for _ in range(n)]
 
 

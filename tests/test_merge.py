@@ -66,7 +66,7 @@ def _batches(rng, n, k, b, obs_size=4):
                     rng.standard_normal((k, b)).astype(np.float32),
                     rng.choice([0.0, 0.99], (k, b)).astype(np.float32),
                     rng.standard_normal((k, b, obs_size)).astype(np.float32),
-                    np.ones((k, b), np.float32), np.zeros((k, b), np.int64))
+                    np.ones((k, b), np.float32), np.zeros((k, b), np.int64), np.zeros((k, b), np.int64))
 
 
 def test_k1_reduces_to_plain_dqn_with_hard_target_copy():

@@ -256,7 +256,7 @@ def test_prioritized_frequencies_follow_priority_to_the_alpha():
     p = per_pool(alpha)
     valid = np.flatnonzero(p.valid_C)
     td = np.arange(1, len(valid) + 1, dtype=np.float64)          # |TD| 1..10
-    p.update_priorities(valid, td)
+    p.update_priorities(valid, td, p.stamp_C[valid])
     expected = (td + 1e-6) ** alpha / ((td + 1e-6) ** alpha).sum()
     counts = np.zeros(64)
     for _ in range(5):
@@ -273,7 +273,7 @@ def test_importance_weights_formula_and_max_one():
     p = per_pool(alpha)
     valid = np.flatnonzero(p.valid_C)
     td = np.array([0.1, 0.5, 1, 2, 4, 8, 0.2, 0.3, 3, 16])
-    p.update_priorities(valid, td)
+    p.update_priorities(valid, td, p.stamp_C[valid])
     b = p.sample(2, 16, beta=beta)
     idx = b.idx_KB.reshape(-1)
     prio = np.zeros(64)
@@ -294,11 +294,11 @@ def test_update_priorities_changes_the_sampling_distribution():
     valid = np.flatnonzero(p.valid_C)
     td = np.full(len(valid), 0.01)
     td[valid == 7] = 100.0                               # row 7: 100 / (100 + 9 * 0.01) > 99.9 %
-    p.update_priorities(valid, td)
+    p.update_priorities(valid, td, p.stamp_C[valid])
     after = np.bincount(p.sample(1, 2000).idx_KB.reshape(-1), minlength=64)
     assert after[7] >= 0.998 * 2000
     # an invalid row cannot be given priority
-    p.update_priorities(np.array([5]), np.array([1e6]))
+    p.update_priorities(np.array([5]), np.array([1e6]), p.stamp_C[[5]])
     assert p.tree.get(np.array([5]))[0] == 0.0
 
 
@@ -313,7 +313,7 @@ def test_priority_update_for_an_overwritten_row_keeps_the_new_rows_fresh_priorit
     assert (sampled < 8).any() and (sampled >= 8).any()
     p.add(hand_chunk(20, 8, 3))         # wraps: a new chunk at [0, 8)
     fresh = p.max_priority ** p.alpha
-    p.update_priorities(b.idx_KB, np.full(b.idx_KB.shape, 1e-3))
+    p.update_priorities(b.idx_KB, np.full(b.idx_KB.shape, 1e-3), b.stamp_KB)
     new_rows = sampled[sampled < 7]     # the new chunk's valid rows among the sampled ones
     old_rows = sampled[(sampled >= 8) & p.valid_C[sampled]]
     np.testing.assert_allclose(p.tree.get(old_rows), 1e-3 + 1e-6)
