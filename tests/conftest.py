@@ -55,6 +55,7 @@ def tiny_sets(total_steps: int = 600) -> list[str]:
     """`--set` arguments that shrink the cartpole scenario to a run of about a second."""
     return [f"total_steps={total_steps}", "actors.num_actors=2", "actors.chunk_rows=16", "replay.capacity=5000",
             "replay.batch_size=16", "learner.num_nets=2", "learner.hidden=[16, 16]", "learner.learning_starts=200",
+            "learner.replay_ratio=0.25",
             "merge.every=25", "eval.every=0", "eval.final_episodes=2", "log_every=200"]
 
 
