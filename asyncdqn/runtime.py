@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from asyncdqn import checkpoint
-from asyncdqn.actors import InferenceBatcher, StepGate, annealed_epsilon, epsilon_ladder, run_actor
+from asyncdqn.actors import InferenceBatcher, StepGate, epsilon_ladder, run_actor
 from asyncdqn.config import RunConfig, to_dict, to_toml
 from asyncdqn.environments import env_kwargs, make_env, spec_of
 from asyncdqn.evaluation import EvalResult, evaluate
