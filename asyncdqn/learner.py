@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from asyncdqn.config import LearnerConfig, MergeConfig
 from asyncdqn.merge import ScoreBoard, distance_to, merge_params, resync_, softmax_weights, weight_entropy
-from asyncdqn.nets import EnsembleQNet
+from asyncdqn.nets import EnsembleQNet, copy_params_
 from asyncdqn.replay import Batch
 
 
@@ -133,19 +133,15 @@ class Learner:
         w = softmax_weights(scores, self.merge_cfg.tau)
         self.weights_K = w
         online = list(self.online.parameters())
+        merged = merge_params(online, w)
+        dist = distance_to(online, merged)  # before re-sync: how far each net wandered since the last merge
         if self.merge_cfg.space == "params":
-            merged = merge_params(online, w)
-            dist = distance_to(online, merged)
             with torch.no_grad():
                 for t, m in zip(self.target.parameters(), merged):
                     t.copy_(m)
             resync_(online, merged, self.merge_cfg.resync)
         else:
-            merged = merge_params(online, w)
-            dist = distance_to(online, merged)
-            with torch.no_grad():
-                for t, p in zip(self.target.parameters(), online):
-                    t.copy_(p)
+            copy_params_(self.target, self.online)  # the lagged copies; weights apply to their outputs
         return MergeEvent(self.updates, np.asarray(scores, dtype=float), w, weight_entropy(w), dist)
 
     def run(self, batches: list[Batch], return_scores_K: np.ndarray) -> tuple[list[UpdateStats], list[MergeEvent]]:
