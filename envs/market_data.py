@@ -227,17 +227,32 @@ def infer_date_format(first: str, dayfirst: bool) -> str | None:
     return fmt
 
 
-def _to_datetimes(values: np.ndarray, fmt: str) -> np.ndarray:
-    """Parse strings with one format; unparseable -> NaT. Returns tz-naive datetime64[ns]."""
+def _to_datetimes(values: np.ndarray, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """Parse strings with one format; unparseable -> NaT. Returns tz-naive datetime64[ns] and a mask of the
+    dates that parsed but lie outside datetime64[ns] (1677-09-21..2262-04-11), which are NaT too."""
     if fmt in ("epoch_s", "epoch_ms"):
         numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
-        stamps = pd.to_datetime(numbers, unit="s" if fmt == "epoch_s" else "ms", errors="coerce")
-        return pd.DatetimeIndex(stamps).as_unit("ns").to_numpy()
-    aware = any(re.search(r"(Z|[+\-]\d{2}:?\d{2})$", v) for v in values[:50] if v)
-    stamps = pd.DatetimeIndex(pd.to_datetime(values, format=fmt, errors="coerce", utc=aware))
-    if stamps.tz is not None:
-        stamps = stamps.tz_convert("UTC").tz_localize(None)
-    return stamps.as_unit("ns").to_numpy()
+        stamps = pd.DatetimeIndex(pd.to_datetime(numbers, unit="s" if fmt == "epoch_s" else "ms", errors="coerce"))
+    else:
+        # every value, not a sample: one zoned stamp among naive ones makes pandas refuse the whole column
+        aware = any(re.search(r"(Z|[+\-]\d{2}:?\d{2})$", v) for v in values if v)
+        stamps = pd.DatetimeIndex(pd.to_datetime(values, format=fmt, errors="coerce", utc=aware))
+        if stamps.tz is not None:
+            stamps = stamps.tz_convert("UTC").tz_localize(None)
+    try:  # pandas >= 3 parses strings at microsecond resolution, so years like 9999 or -1 get this far
+        return stamps.as_unit("ns").to_numpy(), np.zeros(len(stamps), dtype=bool)
+    except pd.errors.OutOfBoundsDatetime:
+        pass
+    dates = np.full(len(stamps), np.datetime64("NaT", "ns"))
+    far = np.zeros(len(stamps), dtype=bool)
+    for i, stamp in enumerate(stamps):
+        if stamp is pd.NaT:
+            continue
+        try:
+            dates[i] = stamp.as_unit("ns").to_datetime64()
+        except pd.errors.OutOfBoundsDatetime:
+            far[i] = True
+    return dates, far
 
 
 def _swapped(fmt: str) -> str | None:
@@ -266,8 +281,15 @@ def _parse_dates(table: _Table, date_format: str | None, dayfirst: bool) -> tupl
         raise _fail(table, present[0], f"cannot infer the format of date {_show(text[present[0]])}; "
                                        "pass --date-format (strftime codes, e.g. '%b %d, %Y')")
     dates = np.full(len(text), np.datetime64("NaT", "ns"))
-    dates[present] = _to_datetimes(text[present], fmt)
+    try:
+        dates[present], far = _to_datetimes(text[present], fmt)
+    except (ValueError, re.error) as exc:  # a bad --date-format ('%Q'), or zones pandas cannot reconcile
+        raise DataError(table.source, f"cannot read the dates with format {fmt!r} ({str(exc).splitlines()[0]})") \
+            from None
     bad = present[np.isnat(dates[present])]
+    if bad.size and far[np.searchsorted(present, bad[0])]:
+        raise _fail(table, bad[0], f"date {_show(text[bad[0]])} is outside the supported range "
+                                   f"{pd.Timestamp.min:%Y-%m-%d}..{pd.Timestamp.max:%Y-%m-%d}")
     if bad.size:
         hint = "; if the file is day-first pass --dayfirst, or give --date-format" if _swapped(fmt) else \
             "; give the format with --date-format"
@@ -275,7 +297,7 @@ def _parse_dates(table: _Table, date_format: str | None, dayfirst: bool) -> tupl
     # A day/month swap shows up as dates out of order that the other reading puts in order.
     swapped = _swapped(fmt)
     if swapped and present.size > 2 and not _strictly_monotonic(dates[present]):
-        other = _to_datetimes(text[present], swapped)
+        other, _ = _to_datetimes(text[present], swapped)
         if not np.isnat(other).any() and _strictly_monotonic(other):
             raise DataError(table.source, f"dates are out of order read as {fmt!r} but in order read as "
                                           f"{swapped!r} (day/month swapped?); pass --dayfirst or --date-format")
