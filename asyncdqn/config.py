@@ -4,7 +4,7 @@ Place in the flow: read first, by the CLI; every later stage receives the part i
 docstring (the string literal under it) is what `asyncdqn scenarios --fields` and the README show.
 
 A scenario TOML has top-level run fields and one table per section (`[env]`, `[actors]`, `[replay]`,
-`[learner]`, `[merge]`, `[eval]`, `[trading]`). An override key is `section.field`, or a bare field name
+`[learner]`, `[merge]`, `[eval]`, `[trading]`, `[faults]`). An override key is `section.field`, or a bare field name
 when only one section has it (`--set lr=1e-3`, `--set data=prices.csv`).
 """
 
@@ -115,6 +115,10 @@ class LearnerConfig:
     """Updates per hand-off to the learner thread."""
     max_lead: int = 256
     """Env steps the actors may run ahead of the replay-ratio schedule; 0 = lockstep, deterministic."""
+    q_limit: float = 1e6
+    """An update whose |Q| exceeds this counts as diverged and is skipped, like a NaN/inf loss."""
+    max_bad_updates: int = 100
+    """Consecutive skipped (NaN/inf or diverged) updates after which the run stops with an error."""
 
     def __post_init__(self) -> None:
         _require(1 <= self.num_nets <= 64, "learner.num_nets", "must be in [1, 64]")
@@ -128,6 +132,8 @@ class LearnerConfig:
         _require(self.learning_starts >= 1, "learner.learning_starts", "must be >= 1")
         _require(self.updates_per_call >= 1, "learner.updates_per_call", "must be >= 1")
         _require(self.max_lead >= 0, "learner.max_lead", "must be >= 0")
+        _require(self.q_limit > 0, "learner.q_limit", "must be > 0")
+        _require(self.max_bad_updates >= 1, "learner.max_bad_updates", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,21 @@ class TradingConfig:
 
 
 @dataclass(frozen=True)
+class FaultsConfig:
+    env_error_rate: float = 0.0
+    """Probability that a training env raises in each step or reset (fault injection for tests and demos)."""
+    max_env_restarts: int = 10
+    """Failed restarts in a row one actor may have before the run stops with an error."""
+    restart_backoff_s: float = 0.05
+    """First wait before restarting a failed env; doubles with each failure in a row, up to 2 s."""
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.env_error_rate < 1.0, "faults.env_error_rate", "must be in [0, 1)")
+        _require(self.max_env_restarts >= 0, "faults.max_env_restarts", "must be >= 0")
+        _require(self.restart_backoff_s >= 0, "faults.restart_backoff_s", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     scenario: str = "custom"
     """Name of the scenario this config came from."""
@@ -208,7 +229,9 @@ class RunConfig:
     torch_threads: int = 1
     """torch intra-op threads; 1 suits small nets and leaves a core to the actors."""
     checkpoint_every: int = 0
-    """Updates between checkpoints (0 = only at the end)."""
+    """Updates between checkpoints (0 = only at the end and on interrupt)."""
+    checkpoint_replay: bool = True
+    """Save the replay pool in checkpoints, for an exact `--resume` (it can be large for image envs)."""
     log_every: int = 1_000
     """Env steps between 'train' records in metrics.jsonl."""
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -218,6 +241,7 @@ class RunConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trading: TradingConfig = field(default_factory=TradingConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "seed", "must be >= 0")
@@ -231,6 +255,7 @@ class RunConfig:
 SECTION_TYPES: dict[str, type] = {
     "env": EnvConfig, "actors": ActorConfig, "replay": ReplayConfig, "learner": LearnerConfig,
     "merge": MergeConfig, "eval": EvalConfig, "trading": TradingConfig,
+    "faults": FaultsConfig,
 }
 
 

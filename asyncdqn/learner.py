@@ -86,6 +86,7 @@ class Learner:
         self.losses = ScoreBoard(k, merge_cfg.score_window)
         self.updates = 0
         self.skipped = 0
+        self.bad_in_a_row = 0
 
     def target_q(self, next_obs_KBO: torch.Tensor) -> torch.Tensor:
         k, b = next_obs_KBO.shape[:2]
@@ -116,16 +117,30 @@ class Learner:
         loss_K = (per_row * torch.as_tensor(batch.weight_KB)).mean(1)
         loss_np = loss_K.detach().numpy()
         td_abs = (q - y).detach().abs().numpy()
-        if not np.isfinite(loss_np).all():
-            self.skipped += 1
-            return UpdateStats(loss_np, td_abs, float("nan"), True)
+        q_max = float(q_all.detach().abs().max())
+        if not (np.isfinite(loss_np).all() and q_max <= self.cfg.q_limit):
+            return self._skip(loss_np, td_abs)
         self.opt.zero_grad(set_to_none=True)
         loss_K.sum().backward()
-        clip_grad_norm_per_net_(list(self.online.parameters()), self.cfg.grad_clip)
+        norm_K = clip_grad_norm_per_net_(list(self.online.parameters()), self.cfg.grad_clip)
+        if not torch.isfinite(norm_K).all():  # a finite loss can still give inf gradients
+            self.opt.zero_grad(set_to_none=True)
+            return self._skip(loss_np, td_abs)
         self.opt.step()
         self.updates += 1
+        self.bad_in_a_row = 0
         self.losses.add_losses(loss_np)
         return UpdateStats(loss_np, td_abs, float(q.detach().mean()), False)
+
+    def _skip(self, loss_np: np.ndarray, td_abs: np.ndarray) -> UpdateStats:
+        """A NaN/inf or diverged update is not applied; the run stops after `max_bad_updates` in a row."""
+        self.skipped += 1
+        self.bad_in_a_row += 1
+        return UpdateStats(loss_np, np.nan_to_num(td_abs, nan=0.0, posinf=0.0), float("nan"), True)
+
+    @property
+    def diverged(self) -> bool:
+        return self.bad_in_a_row >= self.cfg.max_bad_updates
 
     def merge(self, return_scores_K: np.ndarray) -> MergeEvent:
         """The softmax target merge; the score kind comes from the merge config."""
@@ -148,6 +163,8 @@ class Learner:
         """Blocking: apply the batches in order, merging after every `merge.every`-th update."""
         stats, merges = [], []
         for batch in batches:
+            if self.diverged:
+                break
             stats.append(self.update(batch))
             if not stats[-1].skipped and self.updates % self.merge_cfg.every == 0:
                 merges.append(self.merge(return_scores_K))
@@ -155,3 +172,18 @@ class Learner:
 
     def policy_weights(self) -> np.ndarray:
         return np.asarray(self.weights_K, dtype=np.float32)
+
+    def state_dict(self) -> dict:
+        return {"online": self.online.state_dict(), "target": self.target.state_dict(),
+                "opt": self.opt.state_dict(), "weights": np.asarray(self.weights_K, dtype=np.float64),
+                "updates": self.updates, "skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row,
+                "losses": self.losses.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.opt.load_state_dict(state["opt"])
+        self.weights_K = np.asarray(state["weights"], dtype=np.float64)
+        self.updates, self.skipped = int(state["updates"]), int(state["skipped"])
+        self.bad_in_a_row = int(state["bad_in_a_row"])
+        self.losses.load_state_dict(state["losses"])
