@@ -7,13 +7,23 @@ chunks (so n-step returns are per actor) and puts them on the bounded queue; a f
 Blocking calls: `env.step`/`env.reset` run on the event loop (classic-control steps take microseconds);
 `InferenceBatcher.serve` runs the forward pass on the event loop too, once per tick for all waiting actors.
 
+Pausing and resuming: an actor is only ever snapshotted while it waits at the gate (`StepGate.wait_parked`),
+between two steps. Episode e of an actor is reset with its own seed, and the actions taken since that reset
+are kept, so a resumed actor rebuilds its env's exact state by replaying them: gymnasium envs are
+deterministic given the reset seed, and this needs no pickled env (checkpoints hold tensors only).
+
+Faults: an env that raises in `step` or `reset` is rebuilt and reset with backoff; its partial episode
+is dropped (`ChunkBuilder.drop_partial_episode`); `EnvFaults` stops the run after too many failures in a row.
+
 Legend: N actors, K nets, M actor slots per net (ceil(N / K)), O observation shape.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
+import json
 import math
 from collections.abc import Callable
 
@@ -21,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from asyncdqn.errors import RunFailed
 from asyncdqn.nets import EnsembleQNet
 from asyncdqn.transitions import ChunkBuilder
 
@@ -49,11 +60,18 @@ class StepGate:
         self._opened = asyncio.Event()
         self._watchers: list[tuple[int, int, asyncio.Future]] = []  # heap of (steps, seq, future)
         self._seq = 0
+        self.parked = 0  # actors waiting in `acquire` for the budget to grow
+        self._park_watchers: list[tuple[int, asyncio.Future]] = []
 
     async def acquire(self) -> None:
         """Take one env step from the budget; waits while the budget is spent."""
         while self.steps >= self.limit:
-            await self._opened.wait()
+            self.parked += 1
+            self._wake_park_watchers()
+            try:
+                await self._opened.wait()
+            finally:
+                self.parked -= 1
         self.steps += 1
         while self._watchers and self.steps >= self._watchers[0][0]:
             fut = heapq.heappop(self._watchers)[2]
@@ -64,6 +82,24 @@ class StepGate:
         self.limit = limit
         self._opened.set()   # wake every waiter, then re-arm: a pulse
         self._opened.clear()
+
+    def freeze(self) -> None:
+        """Grant no more steps: each actor finishes the step it is in and parks."""
+        self.limit = self.steps
+
+    async def wait_parked(self, n: int) -> None:
+        """Until n actors wait at the gate (with the budget spent, all of them, between two steps)."""
+        if self.parked >= n:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._park_watchers.append((n, fut))
+        await fut
+
+    def _wake_park_watchers(self) -> None:
+        for n, fut in self._park_watchers:
+            if self.parked >= n and not fut.done():
+                fut.set_result(None)
+        self._park_watchers = [(n, f) for n, f in self._park_watchers if not f.done()]
 
     async def wait_steps(self, n: int) -> None:
         if self.steps >= n:
@@ -117,30 +153,141 @@ class InferenceBatcher:
 EpisodeHook = Callable[[int, int, float, int], None]  # (actor, net, return, length)
 
 
-async def run_actor(actor: int, env: gym.Env, seed: int, batcher: InferenceBatcher, gate: StepGate,
-                    queue: asyncio.Queue, builder: ChunkBuilder, epsilon: Callable[[int], float],
-                    rng: np.random.Generator, on_episode: EpisodeHook) -> None:
-    """One actor's loop, until cancelled. Episodes end on `terminated` or `truncated`; the true final
-    observation is stored (a final row) and bootstrapped from when the episode was truncated."""
-    slot = batcher.slot(actor)
-    n_actions = int(env.action_space.n)
-    obs, _ = env.reset(seed=seed)
-    builder.observe(obs)
-    ep_return, ep_len = 0.0, 0
-    while True:
-        await gate.acquire()
-        action = await batcher.act(slot, obs)
-        if rng.random() < epsilon(actor):
-            action = int(rng.integers(n_actions))
-        obs, reward, terminated, truncated, _ = env.step(action)
-        builder.acted(action, float(reward))
-        ep_return += float(reward)
-        ep_len += 1
-        if terminated or truncated:
-            builder.final(obs, bool(terminated))
-            on_episode(actor, builder.net, ep_return, ep_len)
-            ep_return, ep_len = 0.0, 0
-            obs, _ = env.reset()
-        builder.observe(obs)
-        if builder.full:
-            await queue.put(builder.flush())
+def episode_seed(actor_seed: int, episode: int) -> int:
+    """The reset seed of an actor's episode: fixed by (actor seed, episode number), so it can be replayed."""
+    return int(np.random.SeedSequence((actor_seed, episode)).generate_state(1)[0] % 2**31)
+
+
+class EnvFaults:
+    """Counts env failures and paces restarts: the k-th failure in a row of one actor waits
+    backoff * 2**(k-1) s (at most 2 s); more than `max_restarts` in a row stops the run."""
+
+    MAX_BACKOFF_S = 2.0
+
+    def __init__(self, max_restarts: int, backoff_s: float, log: Callable[[dict], None]):
+        self.max_restarts, self.backoff_s, self.log = max_restarts, backoff_s, log
+        self.in_a_row: dict[int, int] = {}
+        self.total = 0
+
+    def failed(self, actor: int, exc: BaseException) -> float:
+        """Record a failure; the delay before the restart. Raises RunFailed past the bound."""
+        n = self.in_a_row.get(actor, 0) + 1
+        self.in_a_row[actor] = n
+        self.total += 1
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+        self.log({"kind": "env_fault", "actor": actor, "in_a_row": n, "total": self.total, "error": error})
+        if n > self.max_restarts:
+            raise RunFailed(f"actor {actor}'s env failed {n} times in a row (faults.max_env_restarts = "
+                            f"{self.max_restarts}); last error: {error}")
+        return min(self.MAX_BACKOFF_S, self.backoff_s * 2 ** (n - 1))
+
+    def recovered(self, actor: int) -> None:
+        self.in_a_row[actor] = 0
+
+
+class Actor:
+    """One env instance, stepped by one coroutine (`run`), with the state to pause and resume it exactly.
+
+    `make_env` builds a fresh env (for `env` when it is None, and after each fault). Not thread-safe: the
+    event loop owns it.
+    """
+
+    def __init__(self, index: int, make_env: Callable[[], gym.Env], seed: int, builder: ChunkBuilder,
+                 rng: np.random.Generator, env: gym.Env | None = None):
+        self.index, self.make_env, self.seed = index, make_env, seed
+        self.builder, self.rng = builder, rng
+        self.env = env if env is not None else make_env()
+        self.n_actions = int(self.env.action_space.n)
+        self.episode = -1          # number of the current episode (its reset seed is episode_seed(seed, episode))
+        self.actions: list[int] = []  # taken since that reset
+        self.obs: np.ndarray | None = None
+        self.ep_return, self.ep_len = 0.0, 0
+        self._resume: dict | None = None
+
+    def _start_episode(self) -> None:
+        self.episode += 1
+        self.actions, self.ep_return, self.ep_len = [], 0.0, 0
+        self.obs, _ = self.env.reset(seed=episode_seed(self.seed, self.episode))
+        self.builder.observe(self.obs)
+
+    async def _restart(self, exc: BaseException, faults: EnvFaults) -> None:
+        """Drop the partial episode, then rebuild and reset the env (with backoff) until that works."""
+        self.builder.drop_partial_episode()
+        while True:
+            await asyncio.sleep(faults.failed(self.index, exc))
+            try:
+                with contextlib.suppress(Exception):
+                    self.env.close()
+                self.env = self.make_env()
+                self._start_episode()
+                return
+            except Exception as err:  # noqa: BLE001 -- any env failure is a fault to recover from
+                exc = err
+
+    async def run(self, batcher: InferenceBatcher, gate: StepGate, queue: asyncio.Queue,
+                  epsilon: Callable[[int], float], on_episode: EpisodeHook, faults: EnvFaults) -> None:
+        """Step until cancelled. Episodes end on `terminated` or `truncated`; the true final observation is
+        stored (a final row) and bootstrapped from when the episode was truncated."""
+        slot = batcher.slot(self.index)
+        try:
+            if self._resume is not None:
+                self._replay_episode()
+            elif self.obs is None:
+                self._start_episode()
+        except Exception as exc:  # noqa: BLE001
+            await self._restart(exc, faults)
+        while True:
+            await gate.acquire()
+            action = await batcher.act(slot, self.obs)
+            if self.rng.random() < epsilon(self.index):
+                action = int(self.rng.integers(self.n_actions))
+            try:
+                obs, reward, terminated, truncated, _ = self.env.step(action)
+            except Exception as exc:  # noqa: BLE001
+                await self._restart(exc, faults)
+                continue
+            self.actions.append(action)
+            self.builder.acted(action, float(reward))
+            self.ep_return += float(reward)
+            self.ep_len += 1
+            self.obs = obs
+            if terminated or truncated:
+                self.builder.final(obs, bool(terminated))
+                on_episode(self.index, self.builder.net, self.ep_return, self.ep_len)
+                faults.recovered(self.index)
+                try:
+                    self._start_episode()
+                except Exception as exc:  # noqa: BLE001
+                    await self._restart(exc, faults)
+            else:
+                self.builder.observe(obs)
+            if self.builder.full:
+                await queue.put(self.builder.flush())
+
+    def state_dict(self) -> dict:
+        """The actor's state between two steps (call only while it is parked at the gate)."""
+        return {"episode": self.episode, "actions": np.array(self.actions, dtype=np.int64),
+                "obs": np.array(self.obs), "ep_return": self.ep_return, "ep_len": self.ep_len,
+                "rng": json.dumps(self.rng.bit_generator.state), "builder": self.builder.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore; the env itself is rebuilt by replaying the episode's actions when `run` starts."""
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self.builder.load_state_dict(state["builder"])
+        self._resume = state
+
+    def _replay_episode(self) -> None:
+        """Reset with the episode's seed and replay its actions; if the env does not reproduce the saved
+        observation (it is not deterministic given its seed), drop the partial episode and start anew."""
+        state, self._resume = self._resume, None
+        self.episode = int(state["episode"])
+        obs, _ = self.env.reset(seed=episode_seed(self.seed, self.episode))
+        actions = np.asarray(state["actions"]).tolist()
+        for a in actions:
+            obs, *_ = self.env.step(a)
+        if np.array_equal(np.asarray(obs), np.asarray(state["obs"])):
+            self.obs, self.actions = obs, actions
+            self.ep_return, self.ep_len = float(state["ep_return"]), int(state["ep_len"])
+        else:
+            self.builder.drop_partial_episode()
+            self._start_episode()

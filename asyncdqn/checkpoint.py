@@ -52,8 +52,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def storable(obj: Any) -> Any:
+    """numpy arrays -> tensors and numpy scalars -> Python numbers, through dicts and lists: the state
+    dicts of replay, actors and builders hold numpy, and `weights_only` loading accepts only tensors."""
+    if isinstance(obj, dict):
+        return {k: storable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [storable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
 def save(path: Path, payload: dict) -> None:
-    payload = {"format": FORMAT, "version": VERSION, **payload}
+    payload = storable({"format": FORMAT, "version": VERSION, **payload})
     atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 

@@ -85,3 +85,28 @@ def spec_of(env: gym.Env) -> EnvSpec:
         raise UserError(f"asyncdqn needs a Box observation space; this env has {space}")
     dtype = np.dtype(np.uint8) if space.dtype == np.uint8 else np.dtype(np.float32)
     return EnvSpec(tuple(space.shape), dtype, int(env.action_space.n))
+
+
+class InjectedFault(RuntimeError):
+    """Raised by FaultInjector: a made-up env failure."""
+
+
+class FaultInjector(gym.Wrapper):
+    """Raises InjectedFault in `step` or `reset` with probability `rate` (`faults.env_error_rate`), from its
+    own generator, so tests and demos can show that actors restart failed envs and the run goes on."""
+
+    def __init__(self, env: gym.Env, rate: float, rng: np.random.Generator):
+        super().__init__(env)
+        self.rate, self.rng = rate, rng
+
+    def _maybe_fail(self, where: str) -> None:
+        if self.rng.random() < self.rate:
+            raise InjectedFault(f"injected fault in {where} (faults.env_error_rate = {self.rate})")
+
+    def reset(self, **kwargs):
+        self._maybe_fail("reset")
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self._maybe_fail("step")
+        return self.env.step(action)

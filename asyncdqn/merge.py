@@ -89,6 +89,15 @@ class ScoreBoard:
         for dq, loss in zip(self.losses, loss_K):
             dq.append(float(loss))
 
+    def state_dict(self) -> dict:
+        return {"returns": [list(d) for d in self.returns], "losses": [list(d) for d in self.losses]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for dqs, saved in ((self.returns, state["returns"]), (self.losses, state["losses"])):
+            for dq, values in zip(dqs, saved):
+                dq.clear()
+                dq.extend(float(v) for v in values)
+
     def scores(self, kind: str) -> np.ndarray:
         """Mean recent return, or minus the mean recent TD loss; NaN for a net with no data yet."""
         source = self.returns if kind == "return" else self.losses

@@ -17,6 +17,7 @@ Legend: C capacity rows, K nets, B batch per net, O observation shape.
 
 from __future__ import annotations
 
+import json
 from typing import NamedTuple
 
 import numpy as np
@@ -175,6 +176,31 @@ class ReplayPool:
         idx, prio = idx[keep], prio[keep]
         if len(idx):
             self.tree.set(idx, np.where(self.valid_C[idx], prio**self.alpha, 0.0))
+
+    _ARRAYS = ("obs_CO", "act_C", "ret_C", "disc_C", "hor_C", "valid_C", "net_C", "stamp_C")
+    _COUNTERS = ("writes", "head", "filled", "num_valid", "added_steps", "max_priority")
+
+    def state_dict(self, with_rows: bool = True) -> dict:
+        """Counters, the sampling RNG and (with_rows) the filled rows and priorities, for an exact resume."""
+        state: dict = {name: getattr(self, name) for name in self._COUNTERS}
+        state["rng"] = json.dumps(self.rng.bit_generator.state)
+        if with_rows:
+            state["rows"] = {name: getattr(self, name)[: self.filled].copy() for name in self._ARRAYS}
+            if self.tree is not None:
+                state["tree"] = self.tree.tree.copy()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict`. Without saved rows the pool starts empty (only the RNG is restored)."""
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        if "rows" not in state:
+            return
+        for name in self._COUNTERS:
+            setattr(self, name, type(getattr(self, name))(state[name]))
+        for name in self._ARRAYS:
+            getattr(self, name)[: self.filled] = np.asarray(state["rows"][name])
+        if self.tree is not None and "tree" in state:
+            self.tree.tree[:] = np.asarray(state["tree"])
 
     def share_by_net(self) -> np.ndarray:
         """Fraction of valid rows made by each net's actors (a merge diagnostic)."""

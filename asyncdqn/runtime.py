@@ -24,13 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from asyncdqn import checkpoint
-from asyncdqn.actors import InferenceBatcher, StepGate, epsilon_ladder, run_actor
+from asyncdqn.actors import Actor, EnvFaults, InferenceBatcher, StepGate, epsilon_ladder
 from asyncdqn.config import RunConfig, to_dict, to_toml
-from asyncdqn.environments import env_kwargs, make_env, spec_of
+from asyncdqn.environments import FaultInjector, env_kwargs, make_env, spec_of
+from asyncdqn.errors import RunFailed, UserError
 from asyncdqn.evaluation import EvalResult, evaluate
 from asyncdqn.learner import Learner, MergeEvent, UpdateStats
 from asyncdqn.merge import ScoreBoard
@@ -88,8 +90,14 @@ def budget(cfg: RunConfig) -> tuple[int, Callable[[int], int]]:
 
 
 async def run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None] | None = None,
-              stop: asyncio.Event | None = None) -> dict:
-    """Train, evaluate and save. Returns the summary (also written to out_dir/summary.json)."""
+              stop: asyncio.Event | None = None, interrupt: asyncio.Event | None = None,
+              resume: dict | None = None) -> dict:
+    """Train, evaluate and save. Returns the summary (also written to out_dir/summary.json).
+
+    `stop` ends the run early (with the final evaluation); set `interrupt` as well and the final
+    evaluation is skipped: the run saves a resumable checkpoint and returns at once (the CLI's SIGINT).
+    `resume` is the `resume` entry of a checkpoint: the run continues where that checkpoint left it.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.torch_threads)
@@ -98,19 +106,29 @@ async def run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None
     old_switch = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
-        return await _run(cfg, out_dir, progress, stop, t0)
+        return await _run(cfg, out_dir, progress, stop, interrupt or asyncio.Event(), resume, t0)
     finally:
         sys.setswitchinterval(old_switch)
 
 
+async def _first(*aws) -> None:
+    """Wait for the first of `aws` to finish; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
 async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None] | None,
-               stop: asyncio.Event, t0: float) -> dict:
+               stop: asyncio.Event, interrupt: asyncio.Event, resume: dict | None, t0: float) -> dict:
 
     seq_init, seq_replay, seq_eval, *seq_actors = np.random.SeedSequence(cfg.seed).spawn(3 + cfg.actors.num_actors)
     train_kwargs, eval_kwargs = env_kwargs(cfg, evaluation=False), env_kwargs(cfg, evaluation=True)
-    envs = [make_env(cfg.env, train_kwargs) for _ in range(cfg.actors.num_actors)]
-    spec = spec_of(envs[0])
-    env_meta = getattr(envs[0].unwrapped, "policy_metadata", lambda: {})()
+    first_env = make_env(cfg.env, train_kwargs)
+    spec = spec_of(first_env)
+    env_meta = getattr(first_env.unwrapped, "policy_metadata", lambda: {})()
     checkpoint.atomic_write_text(out_dir / "config.toml", to_toml(cfg))  # only once the env is known good
     eval_seed = int(seq_eval.generate_state(1)[0] % 2**31)
 
@@ -127,8 +145,16 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     returns = ScoreBoard(k, cfg.merge.score_window)
     recent: deque[float] = deque(maxlen=20)
     ladder = epsilon_ladder(cfg.actors.num_actors, cfg.actors.eps_base, cfg.actors.eps_alpha)
-    state = {"updates": 0, "skipped": 0, "stats": [], "last_eval": math.nan, "evals": 0}
+    state = {"updates": 0, "stats": [], "last_eval": math.nan, "evals": 0, "next_eval": cfg.eval.every,
+             "wall_before": 0.0}
     best = _Best()
+    faults = EnvFaults(cfg.faults.max_env_restarts, cfg.faults.restart_backoff_s,
+                       lambda rec: writer.emit({**rec, "env_steps": gate.steps}))
+    actors = [_make_actor(cfg, i, seq_actors[i], train_kwargs, spec, first_env if i == 0 else None)
+              for i in range(cfg.actors.num_actors)]
+    if resume is not None:
+        _restore(resume, learner, replay, returns, actors, state, best, gate, step_limit)
+        copy_params_(acting, learner.online)
 
     ladder_list = ladder.tolist()
     anneal = max(1, cfg.actors.eps_anneal_steps)
@@ -148,51 +174,72 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     def make_eval_env():
         return make_env(cfg.env, eval_kwargs)
 
+    def drain() -> None:
+        while not queue.empty():
+            replay.add(queue.get_nowait())
+
     async def consume() -> None:
         while True:
             replay.add(await queue.get())
 
+    async def quiesce() -> None:
+        """Let every actor finish its step and park at the gate, and move every queued chunk to replay."""
+        gate.freeze()
+        await gate.wait_parked(len(actors))
+        drain()
+
+    async def save_checkpoint(policy: GreedyPolicy) -> None:
+        """Quiesce, snapshot on the loop (copies), write in a thread, then let the actors go on."""
+        await quiesce()
+        payload = _payload(cfg, spec, env_meta, learner, policy, replay, returns, actors, state, best, gate,
+                           time.perf_counter() - t0)
+        await asyncio.to_thread(checkpoint.save, out_dir / checkpoint.FILENAME, payload)
+        gate.set_limit(step_limit(state["updates"]))
+
     async def learn() -> None:
+        lockstep = cfg.learner.max_lead == 0
         while state["updates"] < total_updates and not stop.is_set():
             n = min(cfg.learner.updates_per_call, total_updates - state["updates"])
-            await gate.wait_steps(step_limit.steps_needed(state["updates"] + n))
+            await _first(gate.wait_steps(step_limit.steps_needed(state["updates"] + n)), stop.wait())
+            if stop.is_set():
+                break
+            if lockstep:  # sample only once every actor is parked and every chunk is in: a fixed schedule
+                await gate.wait_parked(len(actors))
+                drain()
             while len(replay) == 0:  # the first chunks may still be on the queue
                 await asyncio.sleep(0.001)
             beta = cfg.replay.beta + (1 - cfg.replay.beta) * min(1.0, gate.steps / cfg.total_steps)
             batches = [replay.sample(k, cfg.replay.batch_size, beta) for _ in range(n)]
             stats, merges = await asyncio.to_thread(learner.run, batches, returns.scores("return"))
+            if learner.diverged:
+                raise RunFailed(_diverged_message(cfg, learner, out_dir))
             state["updates"] += n
             for b, s in zip(batches, stats):
                 replay.update_priorities(b.idx_KB, s.td_abs_KB, b.stamp_KB)
             copy_params_(acting, learner.online)
-            gate.set_limit(step_limit(state["updates"]))
-            state["skipped"] = learner.skipped
             state["stats"] = stats
             for m in merges:
                 _log_merge(writer, m, gate.steps, replay)
             if cfg.checkpoint_every and state["updates"] % cfg.checkpoint_every < n:
-                await asyncio.to_thread(_save, out_dir, cfg, spec, env_meta, learner, policy_now(), state, gate)
-        waits = [asyncio.ensure_future(gate.wait_steps(cfg.total_steps)), asyncio.ensure_future(stop.wait())]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
+                await save_checkpoint(policy_now())
+            gate.set_limit(step_limit(state["updates"]))
+        await _first(gate.wait_steps(cfg.total_steps), stop.wait())
 
     async def log_periodically() -> None:
-        nxt = cfg.log_every
+        nxt = gate.steps + cfg.log_every
         while True:
             await gate.wait_steps(nxt)
-            _log_train(writer, state["stats"], state, gate.steps, time.perf_counter() - t0, queue, replay, batcher)
+            _log_train(writer, state["stats"], state, learner.skipped, gate.steps, time.perf_counter() - t0,
+                       queue, replay, batcher)
             nxt = gate.steps + cfg.log_every
 
     async def evaluate_periodically() -> None:
         if cfg.eval.every == 0:
             return
-        nxt = cfg.eval.every
         while True:
-            await gate.wait_steps(nxt)
+            await gate.wait_steps(state["next_eval"])
             steps, policy = gate.steps, policy_now()
+            state["next_eval"] = steps + cfg.eval.every
             res = await asyncio.to_thread(evaluate, make_eval_env, policy, cfg.eval.episodes,
                                           eval_seed + 10_000 * (1 + state["evals"]))
             state["evals"] += 1
@@ -203,7 +250,6 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
                 best.mean, best.policy, best.env_steps = res.mean, policy, steps
             if res.mean >= cfg.eval.stop_at:
                 stop.set()
-            nxt = steps + cfg.eval.every
 
     async def report() -> None:
         while True:
@@ -221,32 +267,107 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
                            tg.create_task(evaluate_periodically()), tg.create_task(log_periodically())]
                 if progress is not None:
                     helpers.append(tg.create_task(report()))
-                for i, env in enumerate(envs):
-                    builder = ChunkBuilder(cfg.actors.chunk_rows, spec.obs_shape, spec.obs_dtype,
-                                           cfg.learner.gamma, cfg.actors.n_step, net=i % k)
-                    helpers.append(tg.create_task(run_actor(
-                        i, env, int(seq_actors[i].generate_state(1)[0] % 2**31), batcher, gate, queue, builder,
-                        epsilon, np.random.default_rng(seq_actors[i]), on_episode)))
+                helpers += [tg.create_task(a.run(batcher, gate, queue, epsilon, on_episode, faults)) for a in actors]
                 await tg.create_task(learn())
+                await quiesce()  # every actor parked between two steps: their state can be saved
                 for task in helpers:
                     task.cancel()
             train_wall = time.perf_counter() - t0
+            interrupted = interrupt.is_set()
             final_policy = best.policy if (cfg.eval.keep_best and best.policy is not None) else policy_now()
-            final = await asyncio.to_thread(evaluate, make_eval_env, final_policy, cfg.eval.final_episodes,
-                                            eval_seed)
-            writer.emit({"kind": "final_eval", "env_steps": gate.steps, "mean": final.mean, "std": final.std})
-            await asyncio.to_thread(_save, out_dir, cfg, spec, env_meta, learner, final_policy, state, gate)
-            summary = _summary(cfg, gate.steps, state, train_wall, time.perf_counter() - t0, final, best,
-                               final_policy, stop.is_set(), batcher, replay)
+            final = None
+            if not interrupted:
+                final = await asyncio.to_thread(evaluate, make_eval_env, final_policy, cfg.eval.final_episodes,
+                                                eval_seed)
+                writer.emit({"kind": "final_eval", "env_steps": gate.steps, "mean": final.mean, "std": final.std})
+            payload = _payload(cfg, spec, env_meta, learner, final_policy, replay, returns, actors, state, best,
+                               gate, train_wall)
+            await asyncio.to_thread(checkpoint.save, out_dir / checkpoint.FILENAME, payload)
+            summary = _summary(cfg, gate.steps, state, learner.skipped, train_wall, time.perf_counter() - t0,
+                               final, best, final_policy, stop.is_set(), interrupted, faults, batcher, replay)
             checkpoint.atomic_write_text(out_dir / "summary.json", json.dumps(json.loads(to_json(summary)),
                                                                               indent=2))
         finally:
             writer.close()
-            for env in envs:
-                env.close()
+            for a in actors:
+                a.env.close()
     plot_learning_curve(out_dir / "metrics.jsonl", out_dir / "learning_curve.png",
                         f"{cfg.scenario} (seed {cfg.seed}, K={k})")
     return summary
+
+
+def _make_actor(cfg: RunConfig, i: int, seq: np.random.SeedSequence, train_kwargs: dict, spec,
+                env: gym.Env | None) -> Actor:
+    """Actor i: its env (`env`, or a new one; wrapped for fault injection when asked), seed, chunk builder
+    and RNG."""
+    seq_rng, seq_faults = seq.spawn(2)
+    fault_rng = np.random.default_rng(seq_faults)
+    rate = cfg.faults.env_error_rate
+
+    def wrap(env: gym.Env) -> gym.Env:
+        return FaultInjector(env, rate, fault_rng) if rate > 0 else env
+
+    builder = ChunkBuilder(cfg.actors.chunk_rows, spec.obs_shape, spec.obs_dtype, cfg.learner.gamma,
+                           cfg.actors.n_step, net=i % cfg.learner.num_nets)
+    return Actor(i, lambda: wrap(make_env(cfg.env, train_kwargs)), int(seq.generate_state(1)[0] % 2**31),
+                 builder, np.random.default_rng(seq_rng), env=wrap(env) if env is not None else None)
+
+
+def _diverged_message(cfg: RunConfig, learner: Learner, out_dir: Path) -> str:
+    ckpt = out_dir / checkpoint.FILENAME
+    where = f"the last good checkpoint is {ckpt}" if ckpt.exists() else \
+        "no checkpoint was written before it (set checkpoint_every to keep one)"
+    return (f"stopped: {learner.bad_in_a_row} updates in a row had a NaN/inf loss or gradient, or |Q| > "
+            f"learner.q_limit = {cfg.learner.q_limit:g} (lower learner.lr or check the rewards); {where}")
+
+
+def _payload(cfg: RunConfig, spec, env_meta: dict, learner: Learner, policy: GreedyPolicy, replay: ReplayPool,
+             returns: ScoreBoard, actors: list[Actor], state: dict, best: _Best, gate: StepGate,
+             wall: float) -> dict:
+    """The checkpoint: the policy for eval/backtest, and (under `resume`) everything an exact resume needs.
+    Call only while the actors are parked; arrays are copied, so the write may run in a thread."""
+    resume = {
+        "learner": copy.deepcopy(learner.state_dict()),
+        "replay": replay.state_dict(with_rows=cfg.checkpoint_replay),
+        "actors": [a.state_dict() for a in actors],
+        "returns": returns.state_dict(),
+        "run": {"env_steps": gate.steps, "updates": state["updates"], "evals": state["evals"],
+                "last_eval": state["last_eval"], "next_eval": state["next_eval"],
+                "wall_s": state["wall_before"] + wall, "best_mean": best.mean, "best_env_steps": best.env_steps},
+    }
+    if best.policy is not None:
+        resume["best_policy"] = checkpoint.policy_payload(best.policy.net, best.policy.w_K.reshape(-1).numpy())
+    return {
+        "config": to_dict(cfg),
+        "env": {"id": cfg.env.id, "factory": cfg.env.factory, "obs_shape": list(spec.obs_shape),
+                "obs_dtype": str(spec.obs_dtype), "n_actions": spec.n_actions, "metadata": env_meta},
+        "policy": checkpoint.policy_payload(policy.net, policy.w_K.reshape(-1).numpy()),
+        "online": {k: v.detach().clone() for k, v in learner.online.state_dict().items()},
+        "target": {k: v.detach().clone() for k, v in learner.target.state_dict().items()},
+        "counters": {"env_steps": gate.steps, "updates": state["updates"], "skipped": learner.skipped},
+        "resume": resume,
+    }
+
+
+def _restore(resume: dict, learner: Learner, replay: ReplayPool, returns: ScoreBoard, actors: list[Actor],
+             state: dict, best: _Best, gate: StepGate, step_limit: Callable[[int], int]) -> None:
+    """Put a checkpoint's `resume` state back into freshly built parts (the inverse of `_payload`)."""
+    if len(resume["actors"]) != len(actors):
+        raise UserError(f"checkpoint has {len(resume['actors'])} actors; the config asks for {len(actors)}")
+    learner.load_state_dict(resume["learner"])
+    replay.load_state_dict(resume["replay"])
+    returns.load_state_dict(resume["returns"])
+    for actor, saved in zip(actors, resume["actors"]):
+        actor.load_state_dict(saved)
+    run_state = resume["run"]
+    gate.steps = int(run_state["env_steps"])
+    state.update(updates=int(run_state["updates"]), evals=int(run_state["evals"]),
+                 last_eval=float(run_state["last_eval"]), next_eval=int(run_state["next_eval"]),
+                 wall_before=float(run_state["wall_s"]))
+    gate.set_limit(step_limit(state["updates"]))
+    if "best_policy" in resume:
+        best.policy = checkpoint.policy_from({"policy": resume["best_policy"]})
+        best.mean, best.env_steps = float(run_state["best_mean"]), int(run_state["best_env_steps"])
 
 
 def _log_merge(writer: MetricsWriter, m: MergeEvent, steps: int, replay: ReplayPool) -> None:
@@ -255,45 +376,35 @@ def _log_merge(writer: MetricsWriter, m: MergeEvent, steps: int, replay: ReplayP
                  "replay_share": replay.share_by_net()})
 
 
-def _log_train(writer: MetricsWriter, stats: list[UpdateStats], state: dict, steps: int, wall: float,
-               queue: asyncio.Queue, replay: ReplayPool, batcher: InferenceBatcher) -> None:
+def _log_train(writer: MetricsWriter, stats: list[UpdateStats], state: dict, skipped: int, steps: int,
+               wall: float, queue: asyncio.Queue, replay: ReplayPool, batcher: InferenceBatcher) -> None:
     applied = [s.loss_K for s in stats if not s.skipped]
     loss = np.mean(applied, axis=0) if applied else []
     writer.emit({"kind": "train", "env_steps": steps, "updates": state["updates"], "wall_s": wall,
                  "steps_per_s": steps / max(wall, 1e-9), "loss": float(np.mean(loss)) if len(loss) else None,
                  "loss_per_net": loss, "q_mean": float(np.mean([s.q_mean for s in stats if not s.skipped]))
                  if applied else None,
-                 "skipped_updates": state["skipped"], "queue_depth": queue.qsize(), "replay_rows": len(replay),
+                 "skipped_updates": skipped, "queue_depth": queue.qsize(), "replay_rows": len(replay),
                  "actors_per_forward": batcher.requests / max(1, batcher.forwards)})
 
 
-def _save(out_dir: Path, cfg: RunConfig, spec, env_meta: dict, learner: Learner, policy: GreedyPolicy,
-          state: dict, gate: StepGate) -> None:
-    """Blocking: serialise and atomically write the checkpoint."""
-    checkpoint.save(out_dir / checkpoint.FILENAME, {
-        "config": to_dict(cfg),
-        "env": {"id": cfg.env.id, "factory": cfg.env.factory, "obs_shape": list(spec.obs_shape),
-                "obs_dtype": str(spec.obs_dtype), "n_actions": spec.n_actions, "metadata": env_meta},
-        "policy": checkpoint.policy_payload(policy.net, policy.w_K.reshape(-1).numpy()),
-        "online": {k: v.detach().clone() for k, v in learner.online.state_dict().items()},
-        "target": {k: v.detach().clone() for k, v in learner.target.state_dict().items()},
-        "counters": {"env_steps": gate.steps, "updates": state["updates"], "skipped": learner.skipped},
-    })
-
-
-def _summary(cfg: RunConfig, steps: int, state: dict, train_wall: float, wall: float, final: EvalResult,
-             best: _Best, policy: GreedyPolicy, stopped: bool, batcher: InferenceBatcher,
-             replay: ReplayPool) -> dict:
+def _summary(cfg: RunConfig, steps: int, state: dict, skipped: int, train_wall: float, wall: float,
+             final: EvalResult | None, best: _Best, policy: GreedyPolicy, stopped: bool, interrupted: bool,
+             faults: EnvFaults, batcher: InferenceBatcher, replay: ReplayPool) -> dict:
+    """summary.json. An interrupted run has no final evaluation: its eval fields are null."""
     return {
         "scenario": cfg.scenario, "seed": cfg.seed, "env": cfg.env.factory or cfg.env.id,
-        "env_steps": steps, "updates": state["updates"], "skipped_updates": state["skipped"],
+        "env_steps": steps, "updates": state["updates"], "skipped_updates": skipped,
         "train_wall_s": round(train_wall, 3), "wall_s": round(wall, 3),
-        "steps_per_s": round(steps / max(train_wall, 1e-9), 1),
-        "eval_return_mean": final.mean, "eval_return_std": final.std, "eval_episodes": len(final.returns),
+        "total_train_wall_s": round(state["wall_before"] + train_wall, 3),
+        "steps_per_s": round(steps / max(state["wall_before"] + train_wall, 1e-9), 1),
+        "eval_return_mean": final.mean if final else None, "eval_return_std": final.std if final else None,
+        "eval_episodes": len(final.returns) if final else 0,
         "evaluated_policy": "best periodic eval" if best.policy is policy else "last",
         "best_periodic_eval": best.mean if best.policy is not None else None,
         "best_periodic_eval_env_steps": best.env_steps if best.policy is not None else None,
-        "stopped_early": stopped, "merge_weights": policy.w_K.reshape(-1).tolist(),
+        "stopped_early": stopped, "interrupted": interrupted, "resumed": state["wall_before"] > 0,
+        "env_faults": faults.total, "merge_weights": policy.w_K.reshape(-1).tolist(),
         "actors_per_forward": round(batcher.requests / max(1, batcher.forwards), 2),
         "replay_bytes_per_row": replay.nbytes_per_row(),
     }

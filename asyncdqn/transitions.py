@@ -92,6 +92,7 @@ class ChunkBuilder:
         self.gamma, self.n, self.net = gamma, n, net
         self.size = 0          # rows filled
         self.new_steps = 0     # step rows added since the last flush
+        self.carried = 0       # rows [0, carried) were carried over from the last flush
 
     @property
     def full(self) -> bool:
@@ -136,5 +137,26 @@ class ChunkBuilder:
         for arr in (self.obs_RO, self.rew_R, self.act_R, self.acted_R, self.final_R, self.term_R):
             arr[:keep] = arr[keep_from:size]
         self.size = keep
+        self.carried = keep
         self.new_steps = 0
         return chunk
+
+    def drop_partial_episode(self) -> None:
+        """Forget the rows of the episode in progress (after an env fault): keep rows up to the last final
+        row. Its step rows already emitted in earlier chunks stay; they were complete transitions."""
+        finals = np.flatnonzero(self.final_R[: self.size])
+        keep = int(finals[-1]) + 1 if len(finals) else 0
+        self.new_steps -= int(self.acted_R[max(keep, self.carried): self.size].sum())
+        self.carried = min(self.carried, keep)
+        self.size = keep
+
+    _ARRAYS = ("obs_RO", "rew_R", "act_R", "acted_R", "final_R", "term_R")
+
+    def state_dict(self) -> dict:
+        state = {name: getattr(self, name)[: self.size].copy() for name in self._ARRAYS}
+        return {**state, "size": self.size, "new_steps": self.new_steps, "carried": self.carried}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.new_steps, self.carried = int(state["size"]), int(state["new_steps"]), int(state["carried"])
+        for name in self._ARRAYS:
+            getattr(self, name)[: self.size] = np.asarray(state[name])

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from asyncdqn import checkpoint, config, runtime
-from asyncdqn.actors import InferenceBatcher, StepGate, annealed_epsilon, epsilon_ladder, run_actor
+from asyncdqn.actors import Actor, EnvFaults, InferenceBatcher, StepGate, annealed_epsilon, epsilon_ladder
 from asyncdqn.metrics import plot_learning_curve, read_records, to_json
 from asyncdqn.nets import EnsembleQNet, GreedyPolicy
 from asyncdqn.transitions import ChunkBuilder
@@ -141,12 +141,13 @@ async def test_full_queue_blocks_actors_and_a_consumer_releases_them():
     batcher = InferenceBatcher(net, n_actors, (4,), np.dtype(np.float32))
     gate = StepGate(10**9)
     queue: asyncio.Queue = asyncio.Queue(maxsize=maxsize)
-    envs = [gym.make("CartPole-v1") for _ in range(n_actors)]
+    actors = [Actor(i, lambda: gym.make("CartPole-v1"), i,
+                    ChunkBuilder(rows, (4,), np.dtype(np.float32), 0.99, 1, net=i % k), np.random.default_rng(i))
+              for i in range(n_actors)]
+    faults = EnvFaults(0, 0.0, lambda rec: None)
     tasks = [asyncio.create_task(batcher.serve())]
-    for i, env in enumerate(envs):
-        builder = ChunkBuilder(rows, (4,), np.dtype(np.float32), 0.99, 1, net=i % k)
-        tasks.append(asyncio.create_task(run_actor(i, env, i, batcher, gate, queue, builder, lambda a: 0.5,
-                                                   np.random.default_rng(i), lambda *a: None)))
+    tasks += [asyncio.create_task(a.run(batcher, gate, queue, lambda i: 0.5, lambda *a: None, faults))
+              for a in actors]
     consumed: list = []
 
     async def consume() -> None:
@@ -173,8 +174,8 @@ async def test_full_queue_blocks_actors_and_a_consumer_releases_them():
         for t in tasks:
             t.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        for env in envs:
-            env.close()
+        for a in actors:
+            a.env.close()
     assert all(t.done() and t.cancelled() for t in tasks)
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
 
