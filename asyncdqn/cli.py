@@ -10,6 +10,8 @@ import argparse
 import asyncio
 import json
 import math
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from asyncdqn import checkpoint, config
 from asyncdqn.errors import UserError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train on a scenario (built-in name or TOML path)")
-    t.add_argument("scenario")
+    t.add_argument("scenario", nargs="?", default=None)
+    t.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the run saved in DIR (only --set total_steps=N may change)")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--out", type=Path, default=None, help="run folder (default runs/<scenario>-seed<S>-<time>)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -87,28 +92,89 @@ def _progress_display():
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from asyncdqn.runtime import run
-
-    overrides = list(args.overrides)
-    if args.env:
-        overrides += [f"env.id={json.dumps(args.env)}", 'env.factory=""']
-    if args.env_factory:
-        overrides += [f"env.factory={json.dumps(args.env_factory)}"]
-    cfg = config.load(args.scenario, overrides, seed=args.seed)
-    out = args.out or Path("runs") / f"{cfg.scenario}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (out / checkpoint.FILENAME).exists() and not args.force:
-        raise UserError(f"{out} already holds a checkpoint; pick another --out or pass --force")
+    if args.resume is not None:
+        cfg, out, resume = _resume_setup(args)
+    else:
+        if args.scenario is None:
+            raise UserError("train needs a SCENARIO (or --resume DIR)")
+        overrides = list(args.overrides)
+        if args.env:
+            overrides += [f"env.id={json.dumps(args.env)}", 'env.factory=""']
+        if args.env_factory:
+            overrides += [f"env.factory={json.dumps(args.env_factory)}"]
+        cfg = config.load(args.scenario, overrides, seed=args.seed)
+        out = args.out or Path("runs") / f"{cfg.scenario}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out / checkpoint.FILENAME).exists() and not args.force:
+            raise UserError(f"{out} already holds a checkpoint; pick another --out, pass --force, or --resume {out}")
+        resume = None
     if args.quiet or not sys.stderr.isatty():
-        summary = asyncio.run(run(cfg, out))
+        summary = asyncio.run(_train(cfg, out, None, resume))
     else:
         bar, update = _progress_display()
         with bar:
-            summary = asyncio.run(run(cfg, out, progress=update))
+            summary = asyncio.run(_train(cfg, out, update, resume))
+    if summary["interrupted"]:
+        print(f"interrupted at {summary['env_steps']} steps, {summary['updates']} updates; checkpoint and metrics "
+              f"saved to {out}/ (continue with: asyncdqn train --resume {out})")
+        return EXIT_INTERRUPTED
     print(f"eval_return_mean {summary['eval_return_mean']:.1f} ± {summary['eval_return_std']:.1f} "
           f"over {summary['eval_episodes']} episodes; {summary['env_steps']} steps, {summary['updates']} updates "
           f"in {summary['wall_s']:.1f} s; merge weights {[round(w, 3) for w in summary['merge_weights']]}")
     print(f"saved to {out}/ (checkpoint.pt, summary.json, metrics.jsonl, learning_curve.png, config.toml)")
     return 0
+
+
+RESUMABLE_KEYS = {"total_steps"}
+
+
+def _resume_setup(args: argparse.Namespace):
+    """The config, folder and resume state of `train --resume DIR`."""
+    if args.scenario or args.env or args.env_factory or args.seed is not None or args.out:
+        raise UserError("--resume takes the scenario, env, seed and folder from the checkpoint; "
+                        "only --set total_steps=N may be given")
+    ckpt = checkpoint.load(args.resume)
+    if "resume" not in ckpt:
+        raise UserError(f"{args.resume}: this checkpoint holds no resume state (written by an older asyncdqn)")
+    values = ckpt["config"]
+    for item in args.overrides:
+        key = item.split("=", 1)[0].strip()
+        if key not in RESUMABLE_KEYS:
+            raise UserError(f"--resume: {key!r} cannot change in a resumed run (only {', '.join(RESUMABLE_KEYS)})")
+    cfg = config.from_dict(config.apply_overrides(values, args.overrides))
+    done = int(ckpt["resume"]["run"]["env_steps"])
+    if done >= cfg.total_steps:
+        raise UserError(f"{args.resume}: the run already took {done} of total_steps = {cfg.total_steps} steps; "
+                        f"extend it with --set total_steps=N")
+    return cfg, checkpoint.resolve(args.resume).parent, ckpt["resume"]
+
+
+async def _train(cfg, out: Path, progress, resume):
+    """`runtime.run` with SIGINT/SIGTERM handled: the first one stops the actors and saves a resumable
+    checkpoint (exit 130); a second one aborts at once, leaving the last checkpoint on disk intact (every
+    checkpoint is written to a temp file and renamed)."""
+    from asyncdqn.runtime import run
+
+    loop = asyncio.get_running_loop()
+    stop, interrupt = asyncio.Event(), asyncio.Event()
+
+    def on_signal(name: str) -> None:
+        if interrupt.is_set():
+            print(f"asyncdqn: second {name}: aborting now; the last checkpoint on disk is intact", file=sys.stderr,
+                  flush=True)
+            os._exit(EXIT_INTERRUPTED)
+        print(f"asyncdqn: {name}: stopping the actors and saving a checkpoint ({name} again to abort)",
+              file=sys.stderr, flush=True)
+        interrupt.set()
+        stop.set()
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        return await run(cfg, out, progress=progress, stop=stop, interrupt=interrupt, resume=resume)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -169,13 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except KeyboardInterrupt:
         print("asyncdqn: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
         found = _user_error(exc)
         if found is None:
             raise
         print(f"asyncdqn: error: {found}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(found, "exit_code", EXIT_USAGE)
 
 
 if __name__ == "__main__":
