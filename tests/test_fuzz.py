@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest_trading import make_ohlcv
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from asyncdqn.cli import main
 from envs.market_data import DataError, DataOrderWarning, read_ohlcv
 
 
@@ -168,21 +169,142 @@ def assert_one_line(message: str) -> None:
     assert message and "\n" not in message and "\r" not in message, repr(message)
 
 
+def run_main(argv: list) -> tuple[int, str, str]:
+    """`asyncdqn ARGV` in-process: (exit status, stdout, stderr). An exception escaping main() is a bug and
+    propagates. Warnings are recorded, not printed: only the loader's DataOrderWarning may appear."""
+    out, err = io.StringIO(), io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        warnings.simplefilter("always")
+        rc = main([str(a) for a in argv])
+    stray = [f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, DataOrderWarning)]
+    assert not stray, stray
+    return rc, out.getvalue(), err.getvalue()
+
+
+def assert_error_line(rc: int, err: str) -> str:
+    """Exit status 2 and exactly one stderr line, the CLI's error line."""
+    assert rc == 2, (rc, err)
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and err.endswith("\n"), f"stderr should be one line:\n{err}"
+    assert lines[0].startswith("asyncdqn: error: ") and len(lines[0]) > len("asyncdqn: error: "), lines[0]
+    return lines[0]
+
+
+def assert_backtest_outcome(rc: int, err: str, out_dir: Path) -> None:
+    """0 with a complete report, or the one error line and no report."""
+    event(f"exit {rc}")  # --hypothesis-show-statistics shows how many examples got through
+    if rc == 0:
+        assert err == ""
+        for name in ("report.json", "equity.csv", "trades.csv", "equity.png"):
+            assert (out_dir / name).stat().st_size > 0, name
+    else:
+        assert_error_line(rc, err)
+        assert not (out_dir / "report.json").exists()
+
+
 # ------------------------------------------------------------------------------------------- loader
 
 
 @pytest.mark.timeout(60)
 @fuzz(300)
-@given(data=HOSTILE_FILES, dayfirst=st.booleans(), dropna=st.booleans())
-def test_loader_returns_a_valid_frame_or_one_line_data_error(tmp_path, data, dayfirst, dropna):
+@given(data=HOSTILE_FILES, dayfirst=st.booleans(), dropna=st.booleans(), date_format=DATE_FORMATS)
+def test_loader_returns_a_valid_frame_or_one_line_data_error(tmp_path, data, dayfirst, dropna, date_format):
     path = tmp_path / "fuzz.csv"
     path.write_bytes(data)
-    result = load_or_reject(path, dayfirst=dayfirst, dropna=dropna)
+    result = load_or_reject(path, dayfirst=dayfirst, dropna=dropna, date_format=date_format)
+    event("rejected" if isinstance(result, DataError) else "loaded")
     if isinstance(result, DataError):
         assert_one_line(str(result))
         assert str(result).startswith(str(path))
     else:
         assert_valid_frame(result)
+
+
+# ---------------------------------------------------------------------------------- backtest command
+
+VALID_CSV = "\n".join(["Date,Open,High,Low,Close,Volume", *valid_lines(VALID)]) + "\n"
+# option values: mostly left out (so that some examples run a whole backtest), else real, edge and junk
+# values; passed as --flag=value so that '-inf' is not read as a flag
+def option_values(*hostile: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(st.none(), st.none(), st.none(), *hostile)
+
+
+DATE_OPTIONS = option_values(st.sampled_from(
+    ["2020-02-20", "2020-03-24", "2020-01-01", "2019-01-01", "2030-01-01", "2020", "now", "NaT", "", "9999-01-01",
+     "0001-01-01", "-5", "1e10", "2020-13-01", "2020-02-30", "2020-03-01T00:00:00+05:00"]), st.text(max_size=10))
+NUMBER_OPTIONS = option_values(st.floats().map(repr), st.sampled_from(
+    ["0", "-1", "1", "1e-10", "0.02", "252", "5000", "4999", "1e309", "-0", "abc", ""]))
+
+
+def options(**values: str | None) -> list[str]:
+    return [f"--{name.replace('_', '-')}={value}" for name, value in values.items() if value is not None]
+
+
+@pytest.mark.timeout(60)
+@fuzz(40)
+@given(data=HOSTILE_FILES)
+def test_backtest_on_hostile_csvs_exits_0_or_2_with_one_line(tmp_path, data):
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes(data)
+    out_dir = Path(tempfile.mkdtemp(dir=tmp_path))
+    rc, _, err = run_main(["backtest", "--policy", "long", "--data", path, "--out", out_dir])
+    assert_backtest_outcome(rc, err, out_dir)
+
+
+@pytest.mark.timeout(60)
+@fuzz(30)
+@given(start=DATE_OPTIONS, end=DATE_OPTIONS, cost_bps=NUMBER_OPTIONS, periods_per_year=NUMBER_OPTIONS,
+       risk_free=NUMBER_OPTIONS, date_format=option_values(DATE_FORMATS),
+       policy=st.sampled_from(["long", "flat", "short", "random"]), fill=st.sampled_from([None, "open", "close", "middle"]),
+       seed=st.integers(-3, 2**70))
+def test_backtest_options_exit_0_or_2_with_one_line(tmp_path, start, end, cost_bps, periods_per_year, risk_free,
+                                                    date_format, policy, fill, seed):
+    path = tmp_path / "valid.csv"
+    path.write_text(VALID_CSV)
+    out_dir = Path(tempfile.mkdtemp(dir=tmp_path))
+    argv = ["backtest", "--policy", policy, "--data", path, "--out", out_dir, *options(
+        start=start, end=end, cost_bps=cost_bps, periods_per_year=periods_per_year, risk_free=risk_free,
+        date_format=date_format, fill=fill, seed=str(seed))]
+    rc, _, err = run_main(argv)
+    assert_backtest_outcome(rc, err, out_dir)
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    (["--start=garbage"], "--start 'garbage' is not a usable date"),         # was DateParseError
+    (["--end=2010-13-45"], "--end '2010-13-45' is not a usable date"),       # was DateParseError
+    (["--end=nat"], "--end 'nat' is not a usable date"),                      # was AttributeError (NaT.normalize)
+    (["--end=0001-01-01"], "--end '0001-01-01' is not a usable date"),       # was OutOfBoundsDatetime
+    (["--start=9999-01-01"], "--start '9999-01-01' is not a usable date"),   # silently wrapped around: exit 0
+    (["--cost-bps=-5"], "--cost-bps must be a finite number >= 0"),           # was ValueError from TradingEnv
+    (["--cost-bps=nan"], "--cost-bps must be a finite number >= 0"),
+    (["--cost-bps=5000"], "--cost-bps 5000 makes the largest trade (2) cost 100% or more"),
+    (["--periods-per-year=0"], "--periods-per-year must be a finite number >= 1"),  # was ZeroDivisionError
+    (["--periods-per-year=-1"], "--periods-per-year must be"),                      # was math domain error
+    (["--periods-per-year=1e-10", "--risk-free=0.02"], "--periods-per-year must be"),  # was OverflowError
+    (["--periods-per-year=inf"], "--periods-per-year must be"),      # was ValueError: inf is not JSON compliant
+    (["--risk-free=nan"], "--risk-free must be a finite annual rate"),  # was ValueError: nan is not JSON compliant
+    (["--risk-free=-2"], "--risk-free must be a finite annual rate"),   # was ComplexWarning (an error under -W error)
+    (["--seed=-1", "--policy=random"], "--seed must be >= 0"),          # was ValueError from numpy
+    (["--date-format=%Q"], "cannot read the dates with format '%Q'"),   # was ValueError from pandas
+])
+def test_backtest_option_finds_stay_fixed(tmp_path, extra, fragment):
+    path = tmp_path / "valid.csv"
+    path.write_text(VALID_CSV)
+    policy = [] if any(e.startswith("--policy") for e in extra) else ["--policy=long"]
+    rc, _, err = run_main(["backtest", *policy, "--data", path, "--out", tmp_path / "out", *extra])
+    assert fragment in assert_error_line(rc, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_backtest_report_folder_that_cannot_be_made_is_one_line(tmp_path):
+    # was NotADirectoryError from write_report, after the whole backtest had run
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "valid.csv"
+    path.write_text(VALID_CSV)
+    rc, _, err = run_main(["backtest", "--policy", "long", "--data", path, "--out", tmp_path / "file" / "out"])
+    assert "cannot write the report to" in assert_error_line(rc, err)
 
 
 # Inputs the fuzzers found that once escaped as tracebacks, kept as plain cases.
