@@ -8,9 +8,11 @@ Blocking calls: `env.step`/`env.reset` run on the event loop (classic-control st
 `InferenceBatcher.serve` runs the forward pass on the event loop too, once per tick for all waiting actors.
 
 Pausing and resuming: an actor is only ever snapshotted while it waits at the gate (`StepGate.wait_parked`),
-between two steps. Episode e of an actor is reset with its own seed, and the actions taken since that reset
-are kept, so a resumed actor rebuilds its env's exact state by replaying them: gymnasium envs are
-deterministic given the reset seed, and this needs no pickled env (checkpoints hold tensors only).
+between two steps. It keeps what its env's state follows from: the state of the env's generator
+(`env.unwrapped.np_random`) just before the episode's reset, or the seed of that reset, and the actions
+taken since. A resumed actor rebuilds the env's exact state by restoring that and replaying the actions:
+gymnasium envs draw their randomness from `np_random`, and this needs no pickled env (checkpoints hold
+tensors only). An env that does not reproduce the saved observation restarts its episode instead.
 
 Faults: an env that raises in `step` or `reset` is rebuilt and reset with backoff; its partial episode
 is dropped (`ChunkBuilder.drop_partial_episode`); `EnvFaults` stops the run after too many failures in a row.
@@ -63,6 +65,21 @@ class StepGate:
         self.parked = 0  # actors waiting in `acquire` for the budget to grow
         self._park_watchers: list[tuple[int, asyncio.Future]] = []
 
+    def try_acquire(self) -> bool:
+        """Take one env step if the budget allows, without awaiting (the actors' fast path)."""
+        if self.steps >= self.limit:
+            return False
+        self.steps += 1
+        if self._watchers and self.steps >= self._watchers[0][0]:
+            self._wake_watchers()
+        return True
+
+    def _wake_watchers(self) -> None:
+        while self._watchers and self.steps >= self._watchers[0][0]:
+            fut = heapq.heappop(self._watchers)[2]
+            if not fut.done():
+                fut.set_result(None)
+
     async def acquire(self) -> None:
         """Take one env step from the budget; waits while the budget is spent."""
         while self.steps >= self.limit:
@@ -73,10 +90,7 @@ class StepGate:
             finally:
                 self.parked -= 1
         self.steps += 1
-        while self._watchers and self.steps >= self._watchers[0][0]:
-            fut = heapq.heappop(self._watchers)[2]
-            if not fut.done():
-                fut.set_result(None)
+        self._wake_watchers()
 
     def set_limit(self, limit: int) -> None:
         self.limit = limit
@@ -125,7 +139,9 @@ class InferenceBatcher:
         self.x_KMO = torch.from_numpy(self.obs_KMO)  # shares memory with obs_KMO
         self.act_KM = np.zeros(self.obs_KMO.shape[:2], dtype=np.int64)
         self._wakeup = asyncio.Event()
-        self._done = asyncio.Event()
+        # One future per waiting actor, resolved together after the forward. (An asyncio.Event would do,
+        # but each Event.wait removes its future from a deque on return: O(waiters) per actor per tick.)
+        self._waiting: list[asyncio.Future] = []
         self.forwards = 0
         self.requests = 0
 
@@ -135,27 +151,32 @@ class InferenceBatcher:
     async def act(self, slot: tuple[int, int], obs: np.ndarray) -> int:
         self.obs_KMO[slot] = obs
         self.requests += 1
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
         self._wakeup.set()
-        await self._done.wait()
+        await fut
         return int(self.act_KM[slot])
 
     async def serve(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            waiting, self._waiting = self._waiting, []
             with torch.no_grad():
                 self.act_KM[:] = self.net(self.x_KMO).argmax(-1).numpy()
             self.forwards += 1
-            self._done.set()
-            self._done.clear()
+            for fut in waiting:
+                if not fut.done():  # an actor cancelled while it waited
+                    fut.set_result(None)
 
 
 EpisodeHook = Callable[[int, int, float, int], None]  # (actor, net, return, length)
 
 
 def episode_seed(actor_seed: int, episode: int) -> int:
-    """The reset seed of an actor's episode: fixed by (actor seed, episode number), so it can be replayed."""
-    return int(np.random.SeedSequence((actor_seed, episode)).generate_state(1)[0] % 2**31)
+    """The reset seed of an actor's episode: fixed by (actor seed, episode number), so it can be replayed.
+    Plain arithmetic (a Weyl sequence): a SeedSequence per episode cost more than a CartPole step."""
+    return (actor_seed + 0x9E3779B1 * (episode + 1)) % 2**31
 
 
 class EnvFaults:
@@ -198,16 +219,24 @@ class Actor:
         self.builder, self.rng = builder, rng
         self.env = env if env is not None else make_env()
         self.n_actions = int(self.env.action_space.n)
-        self.episode = -1          # number of the current episode (its reset seed is episode_seed(seed, episode))
+        self.episode = -1          # number of the current episode
+        self.reset_rng: dict | None = None  # env.unwrapped.np_random state before its reset (None: seeded reset)
         self.actions: list[int] = []  # taken since that reset
         self.obs: np.ndarray | None = None
         self.ep_return, self.ep_len = 0.0, 0
         self._resume: dict | None = None
 
-    def _start_episode(self) -> None:
+    def _start_episode(self, seeded: bool = False) -> None:
+        """Reset: seeded for a new env (the first episode, after a fault), else from the env's own generator
+        (reseeding every episode costs more than a CartPole step), whose state is kept for a resume."""
         self.episode += 1
         self.actions, self.ep_return, self.ep_len = [], 0.0, 0
-        self.obs, _ = self.env.reset(seed=episode_seed(self.seed, self.episode))
+        if seeded or self.episode == 0:
+            self.reset_rng = None
+            self.obs, _ = self.env.reset(seed=episode_seed(self.seed, self.episode))
+        else:
+            self.reset_rng = self.env.unwrapped.np_random.bit_generator.state
+            self.obs, _ = self.env.reset()
         self.builder.observe(self.obs)
 
     async def _restart(self, exc: BaseException, faults: EnvFaults) -> None:
@@ -219,7 +248,7 @@ class Actor:
                 with contextlib.suppress(Exception):
                     self.env.close()
                 self.env = self.make_env()
-                self._start_episode()
+                self._start_episode(seeded=True)
                 return
             except Exception as err:  # noqa: BLE001 -- any env failure is a fault to recover from
                 exc = err
@@ -237,7 +266,8 @@ class Actor:
         except Exception as exc:  # noqa: BLE001
             await self._restart(exc, faults)
         while True:
-            await gate.acquire()
+            if not gate.try_acquire():
+                await gate.acquire()
             action = await batcher.act(slot, self.obs)
             if self.rng.random() < epsilon(self.index):
                 action = int(self.rng.integers(self.n_actions))
@@ -266,7 +296,8 @@ class Actor:
 
     def state_dict(self) -> dict:
         """The actor's state between two steps (call only while it is parked at the gate)."""
-        return {"episode": self.episode, "actions": np.array(self.actions, dtype=np.int64),
+        return {"episode": self.episode, "reset_rng": json.dumps(self.reset_rng),
+                "actions": np.array(self.actions, dtype=np.int64),
                 "obs": np.array(self.obs), "ep_return": self.ep_return, "ep_len": self.ep_len,
                 "rng": json.dumps(self.rng.bit_generator.state), "builder": self.builder.state_dict()}
 
@@ -281,7 +312,11 @@ class Actor:
         observation (it is not deterministic given its seed), drop the partial episode and start anew."""
         state, self._resume = self._resume, None
         self.episode = int(state["episode"])
+        self.reset_rng = json.loads(state["reset_rng"])
         obs, _ = self.env.reset(seed=episode_seed(self.seed, self.episode))
+        if self.reset_rng is not None:  # the env was reset from its own generator: put that state back first
+            self.env.unwrapped.np_random.bit_generator.state = self.reset_rng
+            obs, _ = self.env.reset()
         actions = np.asarray(state["actions"]).tolist()
         for a in actions:
             obs, *_ = self.env.step(a)
@@ -290,4 +325,4 @@ class Actor:
             self.ep_return, self.ep_len = float(state["ep_return"]), int(state["ep_len"])
         else:
             self.builder.drop_partial_episode()
-            self._start_episode()
+            self._start_episode(seeded=True)

@@ -63,6 +63,7 @@ class MergeEvent(NamedTuple):
     weights_K: np.ndarray
     entropy: float
     distance_K: np.ndarray  # each online net's parameter distance from the merge, before re-sync
+    q_std: float            # disagreement: std over the K nets of Q(s, a), averaged over a batch of s and all a
 
 
 class Learner:
@@ -142,8 +143,13 @@ class Learner:
     def diverged(self) -> bool:
         return self.bad_in_a_row >= self.cfg.max_bad_updates
 
-    def merge(self, return_scores_K: np.ndarray) -> MergeEvent:
-        """The softmax target merge; the score kind comes from the merge config."""
+    def merge(self, return_scores_K: np.ndarray, probe_BO: torch.Tensor | None = None) -> MergeEvent:
+        """The softmax target merge; the score kind comes from the merge config. `probe_BO` (replay rows)
+        measures how much the K nets disagree just before the merge."""
+        q_std = float("nan")
+        if probe_BO is not None and self.online.k > 1:
+            with torch.no_grad():
+                q_std = float(self.online.forward_all(probe_BO).std(0).mean())
         scores = return_scores_K if self.merge_cfg.score == "return" else self.losses.scores("td_loss")
         w = softmax_weights(scores, self.merge_cfg.tau)
         self.weights_K = w
@@ -157,7 +163,7 @@ class Learner:
             resync_(online, merged, self.merge_cfg.resync)
         else:
             copy_params_(self.target, self.online)  # the lagged copies; weights apply to their outputs
-        return MergeEvent(self.updates, np.asarray(scores, dtype=float), w, weight_entropy(w), dist)
+        return MergeEvent(self.updates, np.asarray(scores, dtype=float), w, weight_entropy(w), dist, q_std)
 
     def run(self, batches: list[Batch], return_scores_K: np.ndarray) -> tuple[list[UpdateStats], list[MergeEvent]]:
         """Blocking: apply the batches in order, merging after every `merge.every`-th update."""
@@ -167,7 +173,7 @@ class Learner:
                 break
             stats.append(self.update(batch))
             if not stats[-1].skipped and self.updates % self.merge_cfg.every == 0:
-                merges.append(self.merge(return_scores_K))
+                merges.append(self.merge(return_scores_K, torch.as_tensor(batch.obs_KBO[0])))
         return stats, merges
 
     def policy_weights(self) -> np.ndarray:

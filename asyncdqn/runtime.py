@@ -230,7 +230,7 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
         while True:
             await gate.wait_steps(nxt)
             _log_train(writer, state["stats"], state, learner.skipped, gate.steps, time.perf_counter() - t0,
-                       queue, replay, batcher)
+                       queue, replay, batcher, recent)
             nxt = gate.steps + cfg.log_every
 
     async def evaluate_periodically() -> None:
@@ -373,14 +373,17 @@ def _restore(resume: dict, learner: Learner, replay: ReplayPool, returns: ScoreB
 def _log_merge(writer: MetricsWriter, m: MergeEvent, steps: int, replay: ReplayPool) -> None:
     writer.emit({"kind": "merge", "env_steps": steps, "updates": m.update, "scores": m.scores_K,
                  "weights": m.weights_K, "entropy": m.entropy, "distance": m.distance_K,
+                 "q_disagreement": m.q_std,
                  "replay_share": replay.share_by_net()})
 
 
 def _log_train(writer: MetricsWriter, stats: list[UpdateStats], state: dict, skipped: int, steps: int,
-               wall: float, queue: asyncio.Queue, replay: ReplayPool, batcher: InferenceBatcher) -> None:
+               wall: float, queue: asyncio.Queue, replay: ReplayPool, batcher: InferenceBatcher,
+               recent: deque) -> None:
     applied = [s.loss_K for s in stats if not s.skipped]
     loss = np.mean(applied, axis=0) if applied else []
     writer.emit({"kind": "train", "env_steps": steps, "updates": state["updates"], "wall_s": wall,
+                 "return_recent": float(np.mean(recent)) if recent else None,
                  "steps_per_s": steps / max(wall, 1e-9), "loss": float(np.mean(loss)) if len(loss) else None,
                  "loss_per_net": loss, "q_mean": float(np.mean([s.q_mean for s in stats if not s.skipped]))
                  if applied else None,

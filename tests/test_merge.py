@@ -60,6 +60,18 @@ def test_learner_params_merge_sets_target_to_weighted_average():
         assert torch.allclose(p, t.expand_as(p))
 
 
+def test_merge_reports_the_disagreement_of_the_nets_before_the_resync():
+    learner = Learner(LearnerConfig(num_nets=2, hidden=(3,)), MergeConfig(every=1), obs_size=2, n_actions=2, seed=0)
+    with torch.no_grad():
+        for p in learner.online.parameters():
+            p.zero_()
+        learner.online.head.bias[1].fill_(2.0)   # net 0: Q = 0 everywhere; net 1: Q = 2 everywhere
+    event = learner.merge(np.array([0.0, 0.0]), torch.ones(5, 2))
+    # std over K = 2 nets (unbiased): sqrt(((0 - 1)^2 + (2 - 1)^2) / 1) = sqrt(2), for every s and a
+    assert event.q_std == pytest.approx(math.sqrt(2))
+    assert learner.merge(np.array([0.0, 0.0]), torch.ones(5, 2)).q_std == 0.0   # after the full re-sync
+
+
 def _batches(rng, n, k, b, obs_size=4):
     for _ in range(n):
         yield Batch(rng.standard_normal((k, b, obs_size)).astype(np.float32), rng.integers(0, 2, (k, b)),
