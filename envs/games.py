@@ -151,6 +151,9 @@ def atari(game: str = "pong", evaluation: bool = False, noop_max: int = 30, fram
     ale_py = _import_games_module("ale_py", "the Atari env")
     _import_games_module("cv2", "the Atari env (frame resizing)")
     gym.register_envs(ale_py)  # idempotent: ale_py registers its ids on import
+    # The emulator prints a banner to stderr at its first game; keep stderr for errors (the CLI's contract is
+    # one line there on failure). Errors are still logged.
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     # frameskip=1 in the emulator: AtariPreprocessing does the skipping itself (and refuses a second one),
     # since it must see the last two frames to max-pool over them (flicker; Mnih et al. 2015).
     # obs_type="grayscale": the emulator's own observation is never used (AtariPreprocessing reads the
