@@ -54,23 +54,25 @@ def nstep_targets(rew_R: np.ndarray, acted_R: np.ndarray, final_R: np.ndarray, t
     else gamma**h. A row whose bootstrap row lies past the chunk is not valid (carried to the next chunk).
     """
     rows = len(rew_R)
-    valid = np.zeros(rows, dtype=bool)
-    ret = np.zeros(rows, dtype=np.float32)
-    disc = np.zeros(rows, dtype=np.float32)
-    hor = np.zeros(rows, dtype=np.int16)
-    for i in np.flatnonzero(acted_R):
-        g = 0.0
-        for j in range(n):
-            g += gamma**j * float(rew_R[i + j])
-            nxt = i + j + 1
-            if nxt >= rows:
-                break
-            if final_R[nxt] or j + 1 == n:
-                valid[i] = True
-                ret[i] = g
-                hor[i] = j + 1
-                disc[i] = 0.0 if (final_R[nxt] and term_R[nxt]) else gamma ** (j + 1)
-                break
+    # Look-ahead matrices over j = 0..n (row i + j), padded past the chunk's end.
+    idx_RJ = np.arange(rows)[:, None] + np.arange(n + 1)[None, :]
+    inside_RJ = idx_RJ < rows
+    safe_RJ = np.minimum(idx_RJ, rows - 1)
+    final_RJ = np.asarray(final_R, dtype=bool)[safe_RJ] & inside_RJ
+    final_RJ[:, 0] = False
+    # h = the first j in 1..n with row i + j final, else n
+    has_final = final_RJ[:, 1:].any(axis=1)
+    hor = np.where(has_final, final_RJ[:, 1:].argmax(axis=1) + 1, n)
+    boot = np.arange(rows) + hor
+    valid = np.asarray(acted_R, dtype=bool) & (boot < rows)
+    powers_J = gamma ** np.arange(n, dtype=np.float64)
+    rew_RJ = np.where(inside_RJ[:, :n] & (np.arange(n)[None, :] < hor[:, None]),
+                      np.asarray(rew_R, dtype=np.float64)[safe_RJ[:, :n]], 0.0)
+    ret = np.where(valid, rew_RJ @ powers_J, 0.0).astype(np.float32)
+    boot_safe = np.minimum(boot, rows - 1)
+    ends = np.asarray(final_R, dtype=bool)[boot_safe] & np.asarray(term_R, dtype=bool)[boot_safe]
+    disc = np.where(valid & ~ends, gamma ** hor.astype(np.float64), 0.0).astype(np.float32)
+    hor = np.where(valid, hor, 0).astype(np.int16)
     return NStep(valid, ret, disc, hor)
 
 
@@ -100,13 +102,16 @@ class ChunkBuilder:
         return self.size >= len(self.rew_R) - 1
 
     def _row(self, obs: np.ndarray) -> int:
+        """A new row; its flags, action and reward are already clear (`_truncate` clears freed rows)."""
         r = self.size
         self.obs_RO[r] = obs
-        self.acted_R[r] = self.final_R[r] = self.term_R[r] = False
-        self.rew_R[r] = 0.0
-        self.act_R[r] = 0
         self.size = r + 1
         return r
+
+    def _truncate(self, size: int) -> None:
+        for arr in (self.rew_R, self.act_R, self.acted_R, self.final_R, self.term_R):
+            arr[size:] = 0
+        self.size = size
 
     def observe(self, obs: np.ndarray) -> None:
         self._row(obs)
@@ -136,7 +141,7 @@ class ChunkBuilder:
         keep = size - keep_from
         for arr in (self.obs_RO, self.rew_R, self.act_R, self.acted_R, self.final_R, self.term_R):
             arr[:keep] = arr[keep_from:size]
-        self.size = keep
+        self._truncate(keep)
         self.carried = keep
         self.new_steps = 0
         return chunk
@@ -148,7 +153,7 @@ class ChunkBuilder:
         keep = int(finals[-1]) + 1 if len(finals) else 0
         self.new_steps -= int(self.acted_R[max(keep, self.carried): self.size].sum())
         self.carried = min(self.carried, keep)
-        self.size = keep
+        self._truncate(keep)
 
     _ARRAYS = ("obs_RO", "rew_R", "act_R", "acted_R", "final_R", "term_R")
 
@@ -157,6 +162,8 @@ class ChunkBuilder:
         return {**state, "size": self.size, "new_steps": self.new_steps, "carried": self.carried}
 
     def load_state_dict(self, state: dict) -> None:
-        self.size, self.new_steps, self.carried = int(state["size"]), int(state["new_steps"]), int(state["carried"])
+        self.new_steps, self.carried = int(state["new_steps"]), int(state["carried"])
+        size = int(state["size"])
         for name in self._ARRAYS:
-            getattr(self, name)[: self.size] = np.asarray(state[name])
+            getattr(self, name)[:size] = np.asarray(state[name])
+        self._truncate(size)

@@ -91,3 +91,40 @@ def test_per_net_clip_scales_each_net_separately():
     assert norms.tolist() == pytest.approx([5.0, 0.5])
     assert p.grad[0].tolist() == pytest.approx([0.6, 0.8], rel=1e-5)   # clipped to norm 1
     assert p.grad[1].tolist() == pytest.approx([0.3, 0.4])             # left alone
+
+
+def naive_nstep(rew, acted, final, term, gamma, n):
+    """The definition in nstep_targets' docstring, one row at a time (the oracle for the vectorised code)."""
+    rows = len(rew)
+    valid, ret = np.zeros(rows, bool), np.zeros(rows, np.float32)
+    disc, hor = np.zeros(rows, np.float32), np.zeros(rows, np.int16)
+    for i in np.flatnonzero(acted):
+        g = 0.0
+        for j in range(n):
+            g += gamma**j * float(rew[i + j])
+            nxt = i + j + 1
+            if nxt >= rows:
+                break
+            if final[nxt] or j + 1 == n:
+                valid[i], ret[i], hor[i] = True, g, j + 1
+                disc[i] = 0.0 if (final[nxt] and term[nxt]) else gamma ** (j + 1)
+                break
+    return valid, ret, disc, hor
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_nstep_targets_match_the_row_by_row_definition_on_random_streams(n):
+    rng = np.random.default_rng(n)
+    for _ in range(50):
+        rows = int(rng.integers(2, 40))
+        final = rng.random(rows) < 0.2
+        acted = ~final
+        acted[-1] = acted[-1] & (rng.random() < 0.5)          # the last row may still wait for its action
+        term = final & (rng.random(rows) < 0.5)
+        rew = np.where(acted, rng.normal(size=rows), 0.0)
+        got = nstep_targets(rew, acted, final, term, 0.97, n)
+        want = naive_nstep(rew, acted, final, term, 0.97, n)
+        np.testing.assert_array_equal(got.valid_R, want[0])
+        np.testing.assert_allclose(got.ret_R, want[1], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(got.disc_R, want[2])
+        np.testing.assert_array_equal(got.hor_R, want[3])
