@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -80,22 +81,39 @@ def resolve(path_or_dir: str | Path) -> Path:
     return p
 
 
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), at most 160 characters."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+
+
 def load(path_or_dir: str | Path) -> dict:
     """Load and check a checkpoint; any problem is a one-line UserError, and nothing is executed."""
     path = resolve(path_or_dir)
-    if not zipfile.is_zipfile(path):  # torch.save writes zip files; anything else is refused unread
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # is_zipfile raises, instead of answering False, for some damaged end records
+        is_zip = False
+    if not is_zip:  # torch.save writes zip files; anything else is refused unread
         raise UserError(f"{path}: corrupt or truncated checkpoint (not a torch zip file; plain pickles are refused)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns (one more stderr line before ours) on a zip whose pickle uses a non-default protocol
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "unsafe or corrupt pickle"
-        raise UserError(f"{path}: refused to load (not a plain-tensor checkpoint: {reason[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UserError(f"{path}: corrupt or truncated checkpoint ({str(exc).splitlines()[0][:160]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        reason = _reason(exc) if str(exc).strip() else "unsafe or corrupt pickle"
+        raise UserError(f"{path}: refused to load (not a plain-tensor checkpoint: {reason})") from None
+    except Exception as exc:  # noqa: BLE001
+        # A damaged file fails in arbitrary ways inside torch's weights-only unpickler (KeyError and
+        # IndexError from its memo and stack, TypeError from a rebuild call, AttributeError, BadZipFile,
+        # EOFError, ...): all of them mean the bytes on disk are not a checkpoint, none is a bug of ours.
+        raise UserError(f"{path}: corrupt or truncated checkpoint ({_reason(exc)})") from None
+    if not isinstance(ckpt, dict) or not (isinstance(ckpt.get("format"), str) and ckpt["format"] == FORMAT):
         raise UserError(f"{path}: not an asyncdqn checkpoint")
-    if ckpt.get("version") != VERSION:
-        raise UserError(f"{path}: checkpoint version {ckpt.get('version')!r}; this asyncdqn reads version {VERSION}")
+    version = ckpt.get("version")
+    if not (type(version) is int and version == VERSION):  # a tensor here would compare element-wise
+        raise UserError(f"{path}: checkpoint version {_brief(version)}; this asyncdqn reads version {VERSION}")
     return ckpt
 
 
@@ -110,6 +128,17 @@ def policy_from(ckpt: dict) -> GreedyPolicy:
         pol = ckpt["policy"]
         net = EnsembleQNet.from_spec(pol["spec"])
         net.load_state_dict(pol["state"])
-        return GreedyPolicy(net.eval(), pol["weights"].numpy())
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise UserError(f"checkpoint policy is malformed ({str(exc).splitlines()[0][:160]})") from None
+        weights = pol["weights"]
+        if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != (net.k,):
+            raise TypeError(f"weights must be a tensor of {net.k} merge weights, got {_brief(weights)}")
+        return GreedyPolicy(net.eval(), weights.numpy())
+    except (KeyError, TypeError, RuntimeError, AttributeError, ValueError) as exc:
+        raise UserError(f"checkpoint policy is malformed ({_reason(exc)})") from None
+
+
+def _brief(value: Any) -> str:
+    """A short one-line description of a value read from a checkpoint, for messages."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
