@@ -11,19 +11,27 @@ Hypothesis runs derandomized (a fixed example sequence) with small example count
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
+import json
+import pickle
+import struct
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest_trading import make_ohlcv
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+from asyncdqn import checkpoint, config
 from asyncdqn.cli import main
+from asyncdqn.nets import EnsembleQNet
 from envs.market_data import DataError, DataOrderWarning, read_ohlcv
 
 
@@ -305,6 +313,270 @@ def test_backtest_report_folder_that_cannot_be_made_is_one_line(tmp_path):
     path.write_text(VALID_CSV)
     rc, _, err = run_main(["backtest", "--policy", "long", "--data", path, "--out", tmp_path / "file" / "out"])
     assert "cannot write the report to" in assert_error_line(rc, err)
+
+
+# -------------------------------------------------------------------------------------- checkpoints
+
+
+def small_payload() -> dict:
+    """What eval needs from a checkpoint (a config and a policy), for one untrained 8-unit CartPole net."""
+    net = EnsembleQNet(1, 4, 2, (8,)).reset_parameters(0)
+    return {"config": config.to_dict(config.RunConfig()),
+            "env": {"id": "CartPole-v1", "obs_shape": [4], "n_actions": 2, "metadata": {}},
+            "policy": checkpoint.policy_payload(net, np.ones(1))}
+
+
+@pytest.fixture(scope="module")
+def real_checkpoint(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("real") / checkpoint.FILENAME
+    checkpoint.save(path, small_payload())
+    assert main(["eval", str(path), "--episodes", "1"]) == 0  # the unmutated file is a working checkpoint
+    return path.read_bytes()
+
+
+def consumers(path: Path, data_csv: Path, out: Path) -> list[list]:
+    """Every command that reads a checkpoint."""
+    return [["eval", path, "--episodes", "1", "--seed", "0"],
+            ["backtest", path, "--data", data_csv, "--out", out],
+            ["train", "--resume", path]]
+
+
+def assert_no_checkpoint_reader_accepts(tmp_path: Path, path: Path) -> list[str]:
+    """Each checkpoint consumer refuses the file with one line and writes nothing."""
+    data_csv = tmp_path / "valid.csv"
+    data_csv.write_text(VALID_CSV)
+    lines = []
+    for argv in consumers(path, data_csv, tmp_path / "bt"):
+        rc, out, err = run_main(argv)
+        lines.append(assert_error_line(rc, err))
+        assert out == ""
+    assert not (path.parent / "eval.json").exists() and not (tmp_path / "bt").exists()
+    return lines
+
+
+CHECKPOINT_LIKE = st.one_of(
+    st.binary(max_size=3000),
+    st.builds(lambda tail: b"PK\x03\x04" + tail, st.binary(max_size=500)),          # zip local-file magic
+    st.builds(lambda tail: b"PK\x05\x06" + tail, st.binary(min_size=18, max_size=40)),  # empty zip end record
+    st.builds(lambda tail: b"\x80\x04\x95" + tail, st.binary(max_size=500)),         # pickle protocol 4
+)
+
+
+@pytest.mark.timeout(60)
+@fuzz(60)
+@given(data=CHECKPOINT_LIKE)
+def test_random_bytes_as_a_checkpoint_are_one_line_errors(tmp_path, data):
+    path = tmp_path / "run" / checkpoint.FILENAME
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    for line in assert_no_checkpoint_reader_accepts(tmp_path, path):
+        assert str(path) in line or "checkpoint" in line
+
+
+@st.composite
+def mutations(draw, size: int) -> list[tuple[str, int, int, bytes]]:
+    """A few edits of a file of `size` bytes: (kind, start, end, new bytes)."""
+    edits = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["flip", "flip", "overwrite", "delete", "insert", "truncate"]))
+        start = draw(st.integers(0, size - 1))
+        end = min(size, start + draw(st.integers(1, 64)))
+        edits.append((kind, start, end, draw(st.binary(min_size=1, max_size=16))))
+    return edits
+
+
+def mutate(data: bytes, edits: list[tuple[str, int, int, bytes]]) -> bytes:
+    out = bytearray(data)
+    for kind, start, end, new in edits:
+        start, end = min(start, len(out)), min(end, len(out))
+        if kind == "flip" and start < len(out):
+            out[start] ^= 1 << (new[0] % 8)
+        elif kind == "overwrite":
+            out[start:start + len(new)] = new
+        elif kind == "delete":
+            del out[start:end]
+        elif kind == "insert":
+            out[start:start] = new
+        elif kind == "truncate":
+            del out[start:]
+    return bytes(out)
+
+
+@pytest.mark.timeout(60)
+@fuzz(80)
+@given(data=st.data())
+def test_mutated_checkpoints_evaluate_or_fail_with_one_line(tmp_path, real_checkpoint, data):
+    edits = data.draw(mutations(len(real_checkpoint)))
+    # An edit inside the pickled key "config" is the xfailed cli bug below; keep it out of the sample.
+    key = real_checkpoint.index(b"config")
+    assume(not any(start <= key + 6 and (end > key or kind in ("delete", "insert", "truncate") and start <= key)
+                   for kind, start, end, _ in edits))
+    path = tmp_path / "run" / checkpoint.FILENAME
+    path.parent.mkdir(exist_ok=True)
+    (path.parent / "eval.json").unlink(missing_ok=True)
+    path.write_bytes(mutate(real_checkpoint, edits))
+    rc, out, err = run_main(["eval", path, "--episodes", "1", "--seed", "0"])
+    event(f"exit {rc}")
+    if rc == 0:  # the edit hit tensor bytes or an unread field: a valid file with other numbers
+        assert err == "" and json.loads((path.parent / "eval.json").read_text())["episodes"] == 1
+    else:
+        assert_error_line(rc, err)
+        assert not (path.parent / "eval.json").exists()
+
+
+PLAIN_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=10),
+              st.builds(lambda n, k: torch.full((n,) * k, 0.5), st.integers(0, 3), st.integers(0, 3))),
+    lambda children: st.one_of(st.lists(children, max_size=3),
+                               st.dictionaries(st.text(max_size=6), children, max_size=3)),
+    max_leaves=6)
+
+
+def paths_of(tree: object, prefix: tuple = ()) -> list[tuple]:
+    """Every key path in nested dicts and lists (the places a corrupted checkpoint can differ)."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = enumerate(tree)
+    else:
+        return []
+    found = []
+    for key, value in items:
+        found.append((*prefix, key))
+        found += paths_of(value, (*prefix, key))
+    return found
+
+
+@pytest.mark.timeout(60)
+@fuzz(80)
+@given(data=st.data())
+def test_checkpoints_with_wrong_fields_evaluate_or_fail_with_one_line(tmp_path, data):
+    """A well-formed file whose fields hold the wrong things (what a buggy or hostile writer could produce)."""
+    payload = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, **small_payload()}
+    # the config entry itself (removed or not a table) is the xfailed cli bug below
+    where = data.draw(st.sampled_from([p for p in paths_of(payload) if p != ("config",)]))
+    node = payload
+    for key in where[:-1]:
+        node = node[key]
+    if data.draw(st.booleans()) and isinstance(node, dict):
+        del node[where[-1]]
+    else:
+        node[where[-1]] = data.draw(PLAIN_VALUES)
+    path = tmp_path / "run" / checkpoint.FILENAME
+    path.parent.mkdir(exist_ok=True)
+    (path.parent / "eval.json").unlink(missing_ok=True)
+    torch.save(payload, path)
+    data_csv = tmp_path / "valid.csv"
+    data_csv.write_text(VALID_CSV)
+    for argv in consumers(path, data_csv, tmp_path / "bt")[:2]:
+        rc, out, err = run_main(argv)
+        event(f"{argv[0]} exit {rc}")
+        if rc != 0:
+            assert_error_line(rc, err)
+    assert not (tmp_path / "bt").exists()  # an untrained CartPole checkpoint is never a trading policy
+
+
+class WritesMarker:
+    """Unpickling this calls open(marker, "w"), which creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.timeout(60)
+@fuzz(12)
+@given(protocol=st.integers(0, pickle.HIGHEST_PROTOCOL), container=st.sampled_from(["torch.save", "pickle"]),
+       where=st.sampled_from([(), ("policy",), ("policy", "state"), ("config",), ("resume", "run")]))
+def test_pickled_code_never_runs_in_any_checkpoint_reader(tmp_path, protocol, container, where):
+    marker = tmp_path / "MARKER"
+    payload = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, **small_payload()}
+    node = payload
+    for key in where:
+        node = node.setdefault(key, {})
+    node["x"] = WritesMarker(marker)
+    path = tmp_path / "run" / checkpoint.FILENAME
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "wb") as f:
+        if container == "torch.save":
+            torch.save(payload, f, pickle_protocol=max(protocol, 2))
+        else:
+            pickle.dump(payload, f, protocol=protocol)
+    assert_no_checkpoint_reader_accepts(tmp_path, path)
+    assert not marker.exists()
+
+
+def test_the_marker_payload_is_live(tmp_path):
+    # guards the test above: an unsafe load of the same bytes does create the marker
+    marker = tmp_path / "MARKER"
+    with open(tmp_path / "probe.pkl", "wb") as f:
+        pickle.dump({"x": WritesMarker(marker)}, f)
+    with open(tmp_path / "probe.pkl", "rb") as f:
+        pickle.load(f)["x"].close()
+    assert marker.exists()
+
+
+def torch_zip_with_pickle(path: Path, body: bytes) -> Path:
+    """A torch.save zip whose data.pkl is replaced by `body` (the other records stay as torch wrote them)."""
+    torch.save({"a": torch.ones(2)}, path.with_suffix(".base"))
+    with zipfile.ZipFile(path.with_suffix(".base")) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, body if info.filename.endswith("/data.pkl") else src.read(info))
+    return path
+
+
+def zip64_locator_spanning_disks(path: Path) -> Path:
+    torch.save({"a": 1}, path)
+    data = path.read_bytes()
+    end = data.rfind(b"PK\x05\x06")
+    path.write_bytes(data[:end] + b"PK\x06\x07" + struct.pack("<IQI", 0, 0, 2) + data[end:])
+    return path
+
+
+# Damaged files the fuzzers produced, rebuilt by hand. Each escaped checkpoint.load as a traceback: torch's
+# weights-only unpickler fails with many exception types, zipfile.is_zipfile raises instead of answering
+# False, an empty message broke the error line, and a tensor "version" compared element-wise.
+@pytest.mark.parametrize(("make", "fragment"), [
+    pytest.param(lambda p: torch_zip_with_pickle(p, b"\x80\x02h\x05."), "corrupt or truncated checkpoint",
+                 id="memo-KeyError"),
+    pytest.param(lambda p: torch_zip_with_pickle(p, b"\x80\x02\x85."), "corrupt or truncated checkpoint",
+                 id="stack-IndexError"),
+    pytest.param(lambda p: torch_zip_with_pickle(p, b"\x80\x02}}}s."), "corrupt or truncated checkpoint",
+                 id="unhashable-TypeError"),
+    pytest.param(lambda p: torch_zip_with_pickle(p, b""), "corrupt or truncated checkpoint (EOFError)",
+                 id="empty-pickle-EOFError-without-message"),
+    pytest.param(zip64_locator_spanning_disks, "not a torch zip file", id="is_zipfile-BadZipFile"),
+    pytest.param(lambda p: torch.save({"format": checkpoint.FORMAT, "version": torch.ones(2)}, p) or p,
+                 "checkpoint version a tensor of shape (2,)", id="tensor-version"),
+])
+def test_damaged_checkpoints_found_by_fuzzing_stay_one_line(tmp_path, make, fragment):
+    path = make(tmp_path / checkpoint.FILENAME)
+    rc, _, err = run_main(["eval", path, "--episodes", "1"])
+    assert fragment in assert_error_line(rc, err)
+
+
+@pytest.mark.parametrize(("change", "fragment"), [
+    pytest.param(lambda p: {**p, "policy": {**p["policy"], "weights": "abc"}}, "weights must be a tensor of 1",
+                 id="weights-str-AttributeError"),
+    pytest.param(lambda p: {**p, "policy": {**p["policy"], "weights": torch.ones(3)}}, "a tensor of shape (3,)",
+                 id="weights-of-3-nets-for-1"),  # was accepted: broadcast to 3 nets, silently
+])
+def test_malformed_policy_weights_are_refused(tmp_path, change, fragment):
+    path = tmp_path / checkpoint.FILENAME
+    torch.save(change({"format": checkpoint.FORMAT, "version": checkpoint.VERSION, **small_payload()}), path)
+    rc, _, err = run_main(["eval", path, "--episodes", "1"])
+    assert "checkpoint policy is malformed" in assert_error_line(rc, err) and fragment in err
+
+
+def test_non_default_pickle_protocol_adds_no_warning_line(tmp_path):
+    # torch warned "Detected pickle protocol 3 ..." on stderr in front of the result of every reader
+    path = tmp_path / checkpoint.FILENAME
+    torch.save({"format": checkpoint.FORMAT, "version": checkpoint.VERSION, **small_payload()}, path,
+               pickle_protocol=3)
+    rc, out, err = run_main(["eval", path, "--episodes", "1"])
+    assert (rc, err) == (0, "") and out.startswith("CartPole-v1: greedy return")
 
 
 # Inputs the fuzzers found that once escaped as tracebacks, kept as plain cases.
