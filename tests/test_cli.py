@@ -326,3 +326,10 @@ def test_run_folder_can_be_copied_and_evaluated_elsewhere(capsys, tmp_path, trai
     rc, stdout, err = run_cli(capsys, ["eval", copy, "--episodes", "2"])
     assert rc == 0, err
     assert json.loads((copy / "eval.json").read_text())["checkpoint"] == str(copy / checkpoint.FILENAME)
+
+
+def test_readme_lists_every_config_field_as_the_cli_prints_it(capsys):
+    assert main(["scenarios", "--fields"]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    readme = (Path(__file__).parents[1] / "README.md").read_text().splitlines()
+    assert printed and all(line in readme for line in printed), [x for x in printed if x not in readme]
