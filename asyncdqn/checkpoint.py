@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from asyncdqn.errors import UserError
+from asyncdqn.convnets import qnet_from_spec
 from asyncdqn.nets import EnsembleQNet, GreedyPolicy
 
 FORMAT = "asyncdqn-checkpoint"
@@ -126,13 +127,14 @@ def policy_from(ckpt: dict) -> GreedyPolicy:
     """The greedy policy stored in a loaded checkpoint."""
     try:
         pol = ckpt["policy"]
-        net = EnsembleQNet.from_spec(pol["spec"])
+        net = qnet_from_spec(pol["spec"])
         net.load_state_dict(pol["state"])
         weights = pol["weights"]
         if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != (net.k,):
             raise TypeError(f"weights must be a tensor of {net.k} merge weights, got {_brief(weights)}")
         return GreedyPolicy(net.eval(), weights.numpy())
-    except (KeyError, TypeError, RuntimeError, AttributeError, ValueError) as exc:
+    except (KeyError, IndexError, TypeError, RuntimeError, AttributeError, ValueError) as exc:
+        # IndexError: a tensor where a table belongs (tensor["spec"])
         raise UserError(f"checkpoint policy is malformed ({_reason(exc)})") from None
 
 

@@ -93,6 +93,10 @@ class ReplayConfig:
 class LearnerConfig:
     num_nets: int = 4
     """K, the Q-networks trained at once as one batched ensemble module."""
+    net: str = "auto"
+    """Q-net kind: 'mlp', 'conv', or 'auto' (conv for (C, H, W) image observations, else mlp)."""
+    torso: str = "auto"
+    """Conv torso: 'nature' (Mnih et al. 2015, for 84x84 frames), 'minatar' (Young & Tian 2019), 'auto'."""
     hidden: tuple = (128, 128)
     """Hidden layer widths of each Q-net's MLP."""
     dueling: bool = False
@@ -122,6 +126,8 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         _require(1 <= self.num_nets <= 64, "learner.num_nets", "must be in [1, 64]")
+        _require(self.net in ("auto", "mlp", "conv"), "learner.net", "must be 'auto', 'mlp' or 'conv'")
+        _require(self.torso in ("auto", "nature", "minatar"), "learner.torso", "must be 'auto', 'nature' or 'minatar'")
         _require(all(isinstance(h, int) and h > 0 for h in self.hidden), "learner.hidden",
                  "must be a list of positive integers")
         _require(self.lr > 0, "learner.lr", "must be > 0")

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from asyncdqn.config import LearnerConfig, MergeConfig
 from asyncdqn.merge import ScoreBoard, distance_to, merge_params, resync_, softmax_weights, weight_entropy
-from asyncdqn.nets import EnsembleQNet, copy_params_
+from asyncdqn.convnets import make_qnet
+from asyncdqn.nets import copy_params_
 from asyncdqn.replay import Batch
 
 
@@ -69,12 +70,19 @@ class MergeEvent(NamedTuple):
 class Learner:
     """Holds the online ensemble, the target and the optimizer. Not thread-safe: one caller at a time."""
 
-    def __init__(self, cfg: LearnerConfig, merge_cfg: MergeConfig, obs_size: int, n_actions: int, seed: int):
+    def __init__(self, cfg: LearnerConfig, merge_cfg: MergeConfig, obs_shape: int | tuple, n_actions: int, seed: int,
+                 input_scale: float = 1.0):
+        """obs_shape: an int (a flat observation) or a shape; image shapes get conv nets (`learner.net`)."""
         self.cfg, self.merge_cfg = cfg, merge_cfg
         k = cfg.num_nets
-        self.online = EnsembleQNet(k, obs_size, n_actions, cfg.hidden, cfg.dueling).reset_parameters(seed)
+        shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
+
+        def make(k_nets: int):
+            return make_qnet(k_nets, shape, n_actions, cfg.hidden, cfg.dueling, cfg.net, cfg.torso, input_scale)
+
+        self.online = make(k).reset_parameters(seed)
         if merge_cfg.space == "params":
-            self.target = EnsembleQNet(1, obs_size, n_actions, cfg.hidden, cfg.dueling)
+            self.target = make(1)
             with torch.no_grad():
                 for t, p in zip(self.target.parameters(), self.online.parameters()):
                     t.copy_(p[:1])

@@ -31,6 +31,7 @@ import torch
 from asyncdqn import checkpoint
 from asyncdqn.actors import Actor, EnvFaults, InferenceBatcher, StepGate, epsilon_ladder
 from asyncdqn.config import RunConfig, to_dict, to_toml
+from asyncdqn.convnets import input_scale_for
 from asyncdqn.environments import FaultInjector, env_kwargs, make_env, spec_of
 from asyncdqn.errors import RunFailed, UserError
 from asyncdqn.evaluation import EvalResult, evaluate
@@ -133,7 +134,8 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     eval_seed = int(seq_eval.generate_state(1)[0] % 2**31)
 
     k = cfg.learner.num_nets
-    learner = Learner(cfg.learner, cfg.merge, spec.obs_size, spec.n_actions, int(seq_init.generate_state(1)[0]))
+    learner = Learner(cfg.learner, cfg.merge, spec.obs_shape, spec.n_actions, int(seq_init.generate_state(1)[0]),
+                      input_scale_for(spec.obs_dtype, first_env.observation_space.high))
     acting = copy.deepcopy(learner.online).requires_grad_(False)  # the actors' copy, refreshed after updates
     batcher = InferenceBatcher(acting, cfg.actors.num_actors, spec.obs_shape, spec.obs_dtype)
     replay = ReplayPool(cfg.replay.capacity, spec.obs_shape, spec.obs_dtype, np.random.default_rng(seq_replay),

@@ -1,6 +1,6 @@
 """Learner micro-benchmark: milliseconds per `Learner.update` of a K-net ensemble, K = 1, 2, 4, 8.
 
-`asyncdqn.learner.Learner(LearnerConfig(num_nets=K, hidden=H), MergeConfig(), obs_size=4, n_actions=2)` is
+`asyncdqn.learner.Learner(LearnerConfig(num_nets=K, hidden=H), MergeConfig(), obs_shape=4, n_actions=2)` is
 updated on random CartPole-shaped `replay.Batch`es (64 rows per net; obs ~ N(0, 1), random actions,
 rewards 1, discount 0.99 with 5% terminal rows, unit IS weights), cycling through 8 pre-made batches so
 sampling is not timed. Only `update` is timed (no merges: `Learner.run` would add one every 250 updates).

@@ -48,7 +48,7 @@ def test_param_merge_of_two_tiny_nets_and_resync():
 
 def test_learner_params_merge_sets_target_to_weighted_average():
     lc, mc = LearnerConfig(num_nets=2, hidden=(3,)), MergeConfig(every=1, tau=1.0)
-    learner = Learner(lc, mc, obs_size=2, n_actions=2, seed=0)
+    learner = Learner(lc, mc, obs_shape=2, n_actions=2, seed=0)
     with torch.no_grad():
         for p in learner.online.parameters():
             p[1].add_(1.0)                       # make net 1 differ from net 0 by +1 everywhere
@@ -61,7 +61,7 @@ def test_learner_params_merge_sets_target_to_weighted_average():
 
 
 def test_merge_reports_the_disagreement_of_the_nets_before_the_resync():
-    learner = Learner(LearnerConfig(num_nets=2, hidden=(3,)), MergeConfig(every=1), obs_size=2, n_actions=2, seed=0)
+    learner = Learner(LearnerConfig(num_nets=2, hidden=(3,)), MergeConfig(every=1), obs_shape=2, n_actions=2, seed=0)
     with torch.no_grad():
         for p in learner.online.parameters():
             p.zero_()
@@ -86,7 +86,7 @@ def test_k1_reduces_to_plain_dqn_with_hard_target_copy():
     clip_grad_norm_, Adam, target <- online every M updates) on the same batches."""
     lc = LearnerConfig(num_nets=1, hidden=(8, 8), lr=1e-2, grad_clip=0.5)
     mc = MergeConfig(every=3, tau=0.37)
-    learner = Learner(lc, mc, obs_size=4, n_actions=2, seed=1)
+    learner = Learner(lc, mc, obs_shape=4, n_actions=2, seed=1)
 
     plain = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.ReLU(),
                                 torch.nn.Linear(8, 2))
