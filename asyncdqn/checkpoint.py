@@ -127,14 +127,15 @@ def policy_from(ckpt: dict) -> GreedyPolicy:
     """The greedy policy stored in a loaded checkpoint."""
     try:
         pol = ckpt["policy"]
+        if not (isinstance(pol, dict) and isinstance(pol.get("spec"), dict)):  # not a tensor: tensor["spec"] warns
+            raise TypeError(f"policy must be a table with a 'spec' table, got {_brief(pol)}")
         net = qnet_from_spec(pol["spec"])
         net.load_state_dict(pol["state"])
         weights = pol["weights"]
         if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != (net.k,):
             raise TypeError(f"weights must be a tensor of {net.k} merge weights, got {_brief(weights)}")
         return GreedyPolicy(net.eval(), weights.numpy())
-    except (KeyError, IndexError, TypeError, RuntimeError, AttributeError, ValueError) as exc:
-        # IndexError: a tensor where a table belongs (tensor["spec"])
+    except (KeyError, TypeError, RuntimeError, AttributeError, ValueError) as exc:
         raise UserError(f"checkpoint policy is malformed ({_reason(exc)})") from None
 
 
