@@ -54,6 +54,61 @@ def _check_cost(cost_bps: float | None, positions: tuple[float, ...]) -> None:
                         f"use less than {1e4 / largest:g}")
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_plain(value: object) -> bool:
+    """str/int/float/bool/None and lists of them: what TradingEnv.policy_metadata writes."""
+    if isinstance(value, list):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _trading_metadata(ckpt: dict, source: str) -> dict:
+    """The checkpoint's trading metadata, checked so that rebuilding the env from it fails only with one-line
+    errors: a damaged or foreign file must not reach the env with a None window or a tensor of positions.
+    Keys that are absent are left to env_kwargs_from_metadata, which names them."""
+    from envs.trading import FEATURE_NAMES
+
+    env = ckpt.get("env")
+    meta = env.get("metadata") if isinstance(env, dict) else None
+    if not meta:
+        trained_on = env.get("id") if isinstance(env, dict) else None
+        raise UserError(f"{source}: not a trading policy (trained on {trained_on!r})")
+
+    def malformed(why: str) -> UserError:
+        return UserError(f"{source}: trading policy metadata is malformed ({why})")
+
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and _is_plain(v) for k, v in meta.items()):
+        raise malformed("not a table of plain values")
+    width = len(FEATURE_NAMES)
+    checks = {
+        "window": lambda v: type(v) is int and v >= 1,
+        "positions": lambda v: isinstance(v, list) and v and all(map(_is_number, v)) and len(set(v)) == len(v),
+        "cost_bps": lambda v: _is_number(v) and v >= 0,
+        "fill": lambda v: v in ("open", "close"),
+        "feature_names": lambda v: isinstance(v, list),
+        "norm_mean": lambda v: isinstance(v, list) and len(v) == width and all(map(_is_number, v)),
+        "norm_std": lambda v: isinstance(v, list) and len(v) == width and all(_is_number(x) and x > 0 for x in v),
+        "obs_dim": lambda v: type(v) is int,
+    }
+    for key, ok in checks.items():
+        if key in meta and not ok(meta[key]):
+            raise malformed(f"{key} = {str(meta[key])[:60]!r}")
+    return meta
+
+
+def _check_policy_shape(act: object, meta: dict, source: str) -> None:
+    """The net must read obs_dim inputs and choose among the metadata's positions."""
+    net = act.net  # type: ignore[attr-defined]
+    if "obs_dim" in meta and net.obs_size != meta["obs_dim"]:
+        raise UserError(f"{source}: the policy reads {net.obs_size} inputs but its metadata says obs_dim "
+                        f"{meta['obs_dim']}")
+    if "positions" in meta and net.n_actions != len(meta["positions"]):
+        raise UserError(f"{source}: the policy has {net.n_actions} actions for {len(meta['positions'])} positions")
+
+
 def backtest_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -65,12 +120,11 @@ def backtest_command(args: argparse.Namespace) -> int:
     loader = {"date_format": args.date_format, "dayfirst": args.dayfirst, "dropna": args.dropna}
     if args.checkpoint is not None:
         ckpt = checkpoint.load(args.checkpoint)
-        meta = ckpt.get("env", {}).get("metadata") or {}
-        if not meta:
-            raise UserError(f"{args.checkpoint}: not a trading policy (trained on {ckpt.get('env', {}).get('id')!r})")
+        meta = _trading_metadata(ckpt, args.checkpoint)
         kwargs = env_kwargs_from_metadata(meta, args.data, start=args.start, end=args.end, cost_bps=args.cost_bps,
                                           fill=args.fill, **loader)
         act, name, meta_check = checkpoint.policy_from(ckpt), f"checkpoint:{args.checkpoint}", meta
+        _check_policy_shape(act, meta, args.checkpoint)
     else:
         kwargs = {"data": args.data, "start": args.start, "end": args.end, "cost_bps": args.cost_bps,
                   "fill": args.fill, **loader}
