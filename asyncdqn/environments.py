@@ -66,7 +66,7 @@ def make_env(env_cfg: EnvConfig, kwargs: dict) -> gym.Env:
     except gym.error.Error as exc:
         raise UserError(f"unknown or unusable env {env_cfg.id!r}: {str(exc).splitlines()[0]}") from None
     except (ImportError, ModuleNotFoundError) as exc:
-        raise UserError(f"env {env_cfg.id!r}: cannot import its module ({exc})") from None
+        raise UserError(f"env {env_cfg.factory or env_cfg.id!r}: cannot import its module ({exc})") from None
     except (TypeError, ValueError, FileNotFoundError) as exc:
         name = env_cfg.factory or env_cfg.id
         raise UserError(f"env {name!r} could not be built: {str(exc).splitlines()[0] if str(exc) else exc!r}") \
