@@ -198,6 +198,23 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
         await asyncio.to_thread(checkpoint.save, out_dir / checkpoint.FILENAME, payload)
         gate.set_limit(step_limit(state["updates"]))
 
+    async def fill_pool() -> bool:
+        """Let the actors step one chunk further at a time until a chunk reached the pool, each time
+        waiting for all of them to park (so lockstep runs stay reproducible). The pool is empty when
+        learning_starts is below a chunk per actor, or after a resume without the pool; the learner then
+        makes up the updates it owes. False when the budget or a stop came first."""
+        while len(replay) == 0:
+            if gate.steps >= cfg.total_steps or stop.is_set():
+                return False
+            limit = max(gate.limit, min(cfg.total_steps, gate.steps + cfg.actors.chunk_rows))
+            gate.set_limit(limit)
+            await _first(gate.wait_steps(limit), stop.wait())
+            if stop.is_set():
+                return False
+            await gate.wait_parked(len(actors))
+            drain()
+        return True
+
     async def learn() -> None:
         lockstep = cfg.learner.max_lead == 0
         while state["updates"] < total_updates and not stop.is_set():
@@ -208,8 +225,8 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
             if lockstep:  # sample only once every actor is parked and every chunk is in: a fixed schedule
                 await gate.wait_parked(len(actors))
                 drain()
-            while len(replay) == 0:  # the first chunks may still be on the queue
-                await asyncio.sleep(0.001)
+            if len(replay) == 0 and not await fill_pool():
+                break
             beta = cfg.replay.beta + (1 - cfg.replay.beta) * min(1.0, gate.steps / cfg.total_steps)
             batches = [replay.sample(k, cfg.replay.batch_size, beta) for _ in range(n)]
             stats, merges = await asyncio.to_thread(learner.run, batches, returns.scores("return"))

@@ -116,8 +116,11 @@ async def test_interrupted_then_resumed_run_equals_an_uninterrupted_run(tmp_path
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timeout(60)
 async def test_resume_without_the_replay_pool_refills_it_and_finishes(tmp_path):
-    cfg = lockstep_config(checkpoint_replay=False)
+    # 64-row chunks against 4 steps per update: after the resume the actor parks long before its chunk is
+    # full, so the learner must let it fill one (this hung whenever the saved chunk was less than 60 rows).
+    cfg = lockstep_config(checkpoint_replay=False, actors={"num_actors": 1, "chunk_rows": 64})
     stop, interrupt = asyncio.Event(), asyncio.Event()
 
     def progress(p: runtime.Progress) -> None:
@@ -131,6 +134,17 @@ async def test_resume_without_the_replay_pool_refills_it_and_finishes(tmp_path):
     resumed = await runtime.run(cfg, tmp_path, resume=resume)
     assert first["interrupted"] and resumed["env_steps"] == cfg.total_steps
     assert resumed["updates"] == int(0.25 * (900 - 200))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("max_lead", [0, 8])
+async def test_learning_starts_below_one_chunk_still_trains(tmp_path, max_lead):
+    # The learner may sample after 1 step, but the first chunk reaches the pool only after 64: it must let
+    # the actors fill it instead of waiting for rows that never come.
+    cfg = config.from_dict(tiny_values(seed=5, total_steps=400, actors={"num_actors": 2, "chunk_rows": 64},
+                                       learner={"max_lead": max_lead, "learning_starts": 1}))
+    summary = await runtime.run(cfg, tmp_path)
+    assert summary["env_steps"] == 400 and summary["updates"] == int(0.25 * 399)
 
 
 # ---------------------------------------------------------------------------------- signals (the CLI)
