@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 import pickle
@@ -29,7 +30,7 @@ from conftest_trading import make_ohlcv
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from asyncdqn import checkpoint, config
+from asyncdqn import checkpoint, config, runtime
 from asyncdqn.cli import main
 from asyncdqn.nets import EnsembleQNet
 from envs.market_data import DataError, DataOrderWarning, read_ohlcv
@@ -556,6 +557,124 @@ def test_malformed_trading_checkpoints_found_by_fuzzing(tmp_path, where, value, 
     rc, _, err = run_main(["backtest", path, "--data", data_csv, "--out", tmp_path / "out"])
     assert fragment in assert_error_line(rc, err)
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------- scenario files and --set
+
+SECTIONS = dict(config.SECTION_TYPES)
+TOP_KEYS = [f.name for f in dataclasses.fields(config.RunConfig) if f.name not in SECTIONS]
+SECTION_KEYS = {name: [f.name for f in dataclasses.fields(cls)] for name, cls in SECTIONS.items()}
+ALL_KEYS = {*TOP_KEYS, *(f"{s}.{k}" for s, keys in SECTION_KEYS.items() for k in keys)}
+JUNK_KEYS = ["lrr", "total-steps", "Total_Steps", "x", "seed2", "env_id", "kwargs2", "hidden_", "\u00e9t\u00e9"]
+TOML_VALUES = st.one_of(
+    st.integers(-10, 10**6).map(str), st.sampled_from(["0", "-1", "1", "10**3", "1_000", "0x10", "1e400", "99999999999999999999"]),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr), st.sampled_from(["nan", "inf", "-inf", "+inf"]),
+    st.sampled_from(["true", "false", "True", '""', '"x"', '"CartPole-v1"', '"open"', '"params"', "'lit'",
+                     "[]", "[64, 64]", "[1, \"a\"]", "[[1], [2]]", "{}", "{ a = 1 }", "1979-05-27", "07:32:00",
+                     "1979-05-27T07:32:00Z", '"""multi\nline"""', "= 3", "[", "{", '"unclosed', "1 2"]),
+)
+
+
+@st.composite
+def scenario_texts(draw) -> str:
+    """TOML-ish text made of real section and key names, junk ones, and values of every TOML type."""
+    lines = [f"{draw(st.sampled_from(TOP_KEYS + JUNK_KEYS))} = {draw(TOML_VALUES)}"
+             for _ in range(draw(st.integers(0, 3)))]
+    for _ in range(draw(st.integers(0, 3))):
+        section = draw(st.sampled_from([*SECTIONS, *SECTIONS, "learner.sub", "nosuch", "[env]", "env]"]))
+        lines.append(f"[{section}]")
+        keys = SECTION_KEYS.get(section, []) + JUNK_KEYS + TOP_KEYS[:2]
+        lines += [f"{draw(st.sampled_from(keys))} = {draw(TOML_VALUES)}" for _ in range(draw(st.integers(0, 4)))]
+    return "\n".join(lines) + draw(st.sampled_from(["", "\n", "\r\n"]))
+
+
+class ReachedRun(Exception):
+    """Raised by the runtime stub: the CLI accepted the config and was about to train."""
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """`asyncdqn train` never trains here: a config that happens to be valid stops at runtime.run."""
+
+    def stub(cfg, out, **_):
+        raise ReachedRun(cfg)
+
+    monkeypatch.setattr(runtime, "run", stub)
+
+
+def train_outcome(argv: list) -> str:
+    """'accepted' (a valid config reached runtime.run) or the one error line; anything else fails."""
+    try:
+        rc, out, err = run_main(argv)
+    except ReachedRun as reached:
+        assert isinstance(reached.args[0], config.RunConfig)
+        event("accepted")
+        return "accepted"
+    event(f"exit {rc}")
+    assert out == ""
+    return assert_error_line(rc, err)
+
+
+def assert_names_a_key(line: str, written: list[str]) -> None:
+    """A config error names a key: a known one, or one of the keys as the user wrote them."""
+    message = line.removeprefix("asyncdqn: error: ")
+    if message.startswith("config: "):
+        known = any(key in message for key in ALL_KEYS)
+        assert known or any(repr(k.strip()) in message or (k.strip() and k.strip() in message) for k in written), \
+            (message, written)
+
+
+def keys_in(text: str) -> list[str]:
+    """The keys written in TOML-ish text ('a = 1' lines), with their [section] prefix."""
+    keys, section = [], ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped[1:-1] + "."
+        elif "=" in stripped:
+            key = stripped.split("=", 1)[0].strip()
+            keys += [key, section + key]
+    return keys
+
+
+@pytest.mark.timeout(60)
+@fuzz(120)
+@given(text=st.one_of(scenario_texts(), scenario_texts(), st.text(max_size=200)))
+def test_random_scenario_files_are_accepted_or_one_line_errors(tmp_path, no_training, text):
+    path = tmp_path / "fuzz.toml"
+    path.write_text(text, encoding="utf-8")
+    line = train_outcome(["train", path, "--out", tmp_path / "run", "--quiet", "--set", "total_steps=5"])
+    if line != "accepted":
+        assert_names_a_key(line, keys_in(text))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.timeout(60)
+@fuzz(30)
+@given(data=st.binary(max_size=200))
+def test_random_bytes_as_a_scenario_are_one_line_errors(tmp_path, no_training, data):
+    path = tmp_path / "fuzz.toml"
+    path.write_bytes(data)
+    train_outcome(["train", path, "--out", tmp_path / "run", "--quiet"])
+    assert not (tmp_path / "run").exists()
+
+
+SET_KEYS = st.one_of(st.sampled_from(sorted(ALL_KEYS)), st.sampled_from(
+    ["every", "episodes", "lr", "data", "env.kwargs.max_episode_steps", "env.id.x", "learner", "nosuch.key",
+     "learner.lr.x", ".lr", "lr.", "", " lr ", "env..id", "faults"]), st.text(max_size=8))
+SET_VALUES = st.one_of(TOML_VALUES, st.text(max_size=12))
+
+
+@pytest.mark.timeout(60)
+@fuzz(120)
+@given(items=st.lists(st.one_of(st.builds(lambda k, v: f"{k}={v}", SET_KEYS, SET_VALUES), st.text(max_size=10)),
+                      min_size=1, max_size=3))
+def test_random_set_overrides_are_accepted_or_one_line_errors(tmp_path, no_training, items):
+    sets = [arg for item in items for arg in ("--set", item)]
+    line = train_outcome(["train", "cartpole", "--out", tmp_path / "run", "--quiet", *sets])
+    if line != "accepted":
+        assert_names_a_key(line, [item.split("=", 1)[0] for item in items])
+    assert not (tmp_path / "run").exists()
 
 
 # ------------------------------------------------------- bugs in files this suite may not change (xfail)
