@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from asyncdqn.errors import UserError
+from asyncdqn import config
+from asyncdqn.errors import UserError, brief
 from asyncdqn.convnets import qnet_from_spec
 from asyncdqn.nets import EnsembleQNet, GreedyPolicy
 
@@ -114,7 +115,7 @@ def load(path_or_dir: str | Path) -> dict:
         raise UserError(f"{path}: not an asyncdqn checkpoint")
     version = ckpt.get("version")
     if not (type(version) is int and version == VERSION):  # a tensor here would compare element-wise
-        raise UserError(f"{path}: checkpoint version {_brief(version)}; this asyncdqn reads version {VERSION}")
+        raise UserError(f"{path}: checkpoint version {brief(version)}; this asyncdqn reads version {VERSION}")
     return ckpt
 
 
@@ -128,20 +129,32 @@ def policy_from(ckpt: dict) -> GreedyPolicy:
     try:
         pol = ckpt["policy"]
         if not (isinstance(pol, dict) and isinstance(pol.get("spec"), dict)):  # not a tensor: tensor["spec"] warns
-            raise TypeError(f"policy must be a table with a 'spec' table, got {_brief(pol)}")
+            raise TypeError(f"policy must be a table with a 'spec' table, got {brief(pol)}")
         net = qnet_from_spec(pol["spec"])
         net.load_state_dict(pol["state"])
         weights = pol["weights"]
         if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != (net.k,):
-            raise TypeError(f"weights must be a tensor of {net.k} merge weights, got {_brief(weights)}")
+            raise TypeError(f"weights must be a tensor of {net.k} merge weights, got {brief(weights)}")
         return GreedyPolicy(net.eval(), weights.numpy())
     except (KeyError, TypeError, RuntimeError, AttributeError, ValueError) as exc:
         raise UserError(f"checkpoint policy is malformed ({_reason(exc)})") from None
 
 
-def _brief(value: Any) -> str:
-    """A short one-line description of a value read from a checkpoint, for messages."""
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
-    text = repr(value).replace("\n", " ")
-    return text if len(text) <= 60 else text[:57] + "..."
+def config_from(ckpt: dict) -> config.RunConfig:
+    """The run config stored in a loaded checkpoint (a one-line UserError when it is missing or bad)."""
+    values = ckpt.get("config")
+    if not isinstance(values, dict):
+        raise UserError(f"checkpoint holds no config table (found {brief(values)})")
+    return config.from_dict(values)
+
+
+def check_fits(policy: GreedyPolicy, obs_shape: tuple, n_actions: int, env_name: str) -> None:
+    """A stored policy must read the env's observations and choose among its actions."""
+    net = policy.net
+    reads = tuple(net.obs_shape) if hasattr(net, "obs_shape") else (net.obs_size,)
+    fits = reads == tuple(obs_shape) if hasattr(net, "obs_shape") else net.obs_size == int(np.prod(obs_shape))
+    if not fits:
+        raise UserError(f"the checkpoint's policy reads observations of shape {reads}; {env_name} gives "
+                        f"{tuple(obs_shape)}")
+    if net.n_actions != n_actions:
+        raise UserError(f"the checkpoint's policy chooses among {net.n_actions} actions; {env_name} has {n_actions}")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from asyncdqn import checkpoint, config
-from asyncdqn.errors import UserError
+from asyncdqn.errors import UserError, brief
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -135,17 +135,25 @@ def _resume_setup(args: argparse.Namespace):
     ckpt = checkpoint.load(args.resume)
     if "resume" not in ckpt:
         raise UserError(f"{args.resume}: this checkpoint holds no resume state (written by an older asyncdqn)")
-    values = ckpt["config"]
+    resume = ckpt["resume"]
+    parts = ("learner", "replay", "actors", "returns", "run")
+    if not (isinstance(resume, dict) and all(isinstance(resume.get(p), dict if p != "actors" else list)
+                                             for p in parts)):
+        raise UserError(f"{args.resume}: the checkpoint's resume state is damaged (it needs the tables "
+                        f"{', '.join(parts)})")
+    done = resume["run"].get("env_steps")
+    if type(done) is not int or done < 0:
+        raise UserError(f"{args.resume}: the checkpoint's resume state is damaged (env_steps is {brief(done)})")
+    checkpoint.config_from(ckpt)  # the stored config itself must be valid before overrides apply
     for item in args.overrides:
         key = item.split("=", 1)[0].strip()
         if key not in RESUMABLE_KEYS:
             raise UserError(f"--resume: {key!r} cannot change in a resumed run (only {', '.join(RESUMABLE_KEYS)})")
-    cfg = config.from_dict(config.apply_overrides(values, args.overrides))
-    done = int(ckpt["resume"]["run"]["env_steps"])
+    cfg = config.from_dict(config.apply_overrides(ckpt["config"], args.overrides))
     if done >= cfg.total_steps:
         raise UserError(f"{args.resume}: the run already took {done} of total_steps = {cfg.total_steps} steps; "
                         f"extend it with --set total_steps=N")
-    return cfg, checkpoint.resolve(args.resume).parent, ckpt["resume"]
+    return cfg, checkpoint.resolve(args.resume).parent, resume
 
 
 async def _train(cfg, out: Path, progress, resume):
@@ -178,7 +186,7 @@ async def _train(cfg, out: Path, progress, resume):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from asyncdqn.environments import env_kwargs, make_env
+    from asyncdqn.environments import env_kwargs, make_env, spec_of
     from asyncdqn.evaluation import evaluate
 
     if args.episodes < 1:
@@ -186,8 +194,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     path = checkpoint.resolve(args.checkpoint)
     ckpt = checkpoint.load(path)
     policy = checkpoint.policy_from(ckpt)
-    cfg = config.from_dict(ckpt["config"])
+    cfg = checkpoint.config_from(ckpt)
     kwargs = env_kwargs(cfg, evaluation=True)
+    probe = make_env(cfg.env, kwargs)
+    try:
+        spec = spec_of(probe)
+    finally:
+        probe.close()
+    checkpoint.check_fits(policy, spec.obs_shape, spec.n_actions, cfg.env.factory or cfg.env.id)
     res = evaluate(lambda: make_env(cfg.env, kwargs), policy, args.episodes, args.seed)
     result = {"checkpoint": str(path), "env": cfg.env.factory or cfg.env.id, "episodes": args.episodes,
               "seed": args.seed, "return_mean": res.mean, "return_std": res.std,
@@ -240,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         found = _user_error(exc)
         if found is None:
             raise
-        print(f"asyncdqn: error: {found}", file=sys.stderr)
+        message = str(found).replace("\r", "\\r").replace("\n", "\\n")  # a newline in a path stays one line
+        print(f"asyncdqn: error: {message}", file=sys.stderr)
         return getattr(found, "exit_code", EXIT_USAGE)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import tomli_w
 
-from asyncdqn.errors import UserError
+from asyncdqn.errors import UserError, brief
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
@@ -309,7 +309,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, dict):
             return dict(value)
     raise UserError(f"config: {key} expects {getattr(hint, '__name__', hint)}, got {type(value).__name__} "
-                    f"{value!r}")
+                    f"{brief(value)}")
 
 
 def _build(cls: type, values: dict, prefix: str) -> Any:

@@ -4,6 +4,8 @@ The CLI turns a `UserError` into one line on stderr and exit status 2, and a `Ru
 and exit status 1; anything else is a bug and keeps its traceback.
 """
 
+from typing import Any
+
 
 class UserError(Exception):
     """Bad input from the user: a config key, a file, an env id. Its message is one line."""
@@ -13,3 +15,13 @@ class RunFailed(UserError):
     """A run that cannot go on (envs that keep failing, updates that keep diverging). One line, exit 1."""
 
     exit_code = 1
+
+
+def brief(value: Any) -> str:
+    """A short one-line description of a value read from a user's file, for error messages (a tensor's
+    repr spans lines, so it is described by its shape)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and not isinstance(value, (int, float, str)):
+        return f"a {type(value).__name__.lower()} of shape {tuple(shape)}"
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -130,7 +130,6 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     first_env = make_env(cfg.env, train_kwargs)
     spec = spec_of(first_env)
     env_meta = getattr(first_env.unwrapped, "policy_metadata", lambda: {})()
-    checkpoint.atomic_write_text(out_dir / "config.toml", to_toml(cfg))  # only once the env is known good
     eval_seed = int(seq_eval.generate_state(1)[0] % 2**31)
 
     k = cfg.learner.num_nets
@@ -143,7 +142,6 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     queue: asyncio.Queue = asyncio.Queue(maxsize=cfg.actors.queue_chunks)
     total_updates, step_limit = budget(cfg)
     gate = StepGate(step_limit(0))
-    writer = MetricsWriter(out_dir / "metrics.jsonl", out_dir / "tensorboard")
     returns = ScoreBoard(k, cfg.merge.score_window)
     recent: deque[float] = deque(maxlen=20)
     ladder = epsilon_ladder(cfg.actors.num_actors, cfg.actors.eps_base, cfg.actors.eps_alpha)
@@ -155,8 +153,14 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     actors = [_make_actor(cfg, i, seq_actors[i], train_kwargs, spec, first_env if i == 0 else None)
               for i in range(cfg.actors.num_actors)]
     if resume is not None:
-        _restore(resume, learner, replay, returns, actors, state, best, gate, step_limit)
+        try:
+            _restore(resume, learner, replay, returns, actors, state, best, gate, step_limit)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise UserError(f"the checkpoint's resume state is damaged or from another config ({reason})") from None
         copy_params_(acting, learner.online)
+    checkpoint.atomic_write_text(out_dir / "config.toml", to_toml(cfg))  # only once the env and state are good
+    writer = MetricsWriter(out_dir / "metrics.jsonl", out_dir / "tensorboard")
 
     ladder_list = ladder.tolist()
     anneal = max(1, cfg.actors.eps_anneal_steps)

@@ -677,9 +677,9 @@ def test_random_set_overrides_are_accepted_or_one_line_errors(tmp_path, no_train
     assert not (tmp_path / "run").exists()
 
 
-# ------------------------------------------------------- bugs in files this suite may not change (xfail)
-# Each is an input that still escapes as a traceback (or a second stderr line). The fix belongs in
-# asyncdqn/cli.py, config.py or runtime.py; strict=True makes the test fail once it is fixed, so the mark goes.
+# ------------------------------------------------------------- inputs that once escaped cli/config/runtime
+# Each escaped as a traceback (or a second stderr line) until checked: a checkpoint without a config or with
+# a tensor in it, a policy for another env, a newline in a path, a damaged resume state.
 
 
 def saved(tmp_path: Path, change) -> Path:
@@ -689,32 +689,24 @@ def saved(tmp_path: Path, change) -> Path:
     return path
 
 
-@pytest.mark.xfail(reason="cli.cmd_eval reads ckpt['config'] unchecked: KeyError traceback", raises=KeyError,
-                   strict=True)
 def test_eval_of_a_checkpoint_without_config(tmp_path):
     path = saved(tmp_path, lambda p: {k: v for k, v in p.items() if k != "config"})
     rc, _, err = run_main(["eval", path, "--episodes", "1"])
     assert_error_line(rc, err)
 
 
-@pytest.mark.xfail(reason="config.from_dict assumes a dict: AttributeError 'list' object has no attribute 'items'",
-                   raises=AttributeError, strict=True)
 def test_eval_of_a_checkpoint_whose_config_is_not_a_table(tmp_path):
     path = saved(tmp_path, lambda p: {**p, "config": [1, 2]})
     rc, _, err = run_main(["eval", path, "--episodes", "1"])
     assert_error_line(rc, err)
 
 
-@pytest.mark.xfail(reason="config._coerce quotes the value with repr(): a tensor's repr spans lines",
-                   raises=AssertionError, strict=True)
 def test_a_tensor_in_a_checkpoint_config_is_one_line(tmp_path):
     path = saved(tmp_path, lambda p: {**p, "config": {**p["config"], "scenario": torch.full((2, 2), 0.5)}})
     rc, _, err = run_main(["eval", path, "--episodes", "1"])
     assert "scenario expects str" in assert_error_line(rc, err)
 
 
-@pytest.mark.xfail(reason="cli.cmd_eval never compares the policy's input size with the env's: RuntimeError "
-                          "from torch.baddbmm in the first forward pass", raises=RuntimeError, strict=True)
 def test_eval_of_a_policy_for_another_observation_size(tmp_path):
     net = EnsembleQNet(1, 5, 2, (8,)).reset_parameters(0)  # CartPole observations have 4 numbers
     path = saved(tmp_path, lambda p: {**p, "policy": checkpoint.policy_payload(net, np.ones(1))})
@@ -722,9 +714,6 @@ def test_eval_of_a_policy_for_another_observation_size(tmp_path):
     assert_error_line(rc, err)
 
 
-@pytest.mark.xfail(reason="cli.cmd_eval never compares the policy's action count with the env's: gymnasium's "
-                          "AssertionError '6 (<class 'int'>) invalid' from CartPole.step", raises=AssertionError,
-                   strict=True)
 def test_eval_of_a_policy_with_more_actions_than_the_env(tmp_path):
     net = EnsembleQNet(1, 4, 7, (8,)).reset_parameters(0)
     with torch.no_grad():  # make action 6 the greedy one, which CartPole (2 actions) refuses
@@ -734,8 +723,6 @@ def test_eval_of_a_policy_with_more_actions_than_the_env(tmp_path):
     assert_error_line(rc, err)
 
 
-@pytest.mark.xfail(reason="cli.main prints UserError text as is; a newline in a user-given path makes two lines",
-                   raises=AssertionError, strict=True)
 def test_a_newline_in_a_path_stays_one_line(tmp_path):
     rc, _, err = run_main(["train", str(tmp_path / "no\nsuch.toml")])
     assert "scenario file not found" in assert_error_line(rc, err)
@@ -750,20 +737,25 @@ def resumable_copy(trained_run, tmp_path: Path, change) -> Path:
     return run
 
 
-@pytest.mark.parametrize(("change", "reason"), [
+@pytest.mark.parametrize(("change", "was"), [
     pytest.param(lambda c: {**c, "resume": {k: v for k, v in c["resume"].items() if k != "replay"}},
-                 "runtime._restore: KeyError 'replay'", id="no-replay-state"),
-    pytest.param(lambda c: {**c, "resume": [1]}, "cli._resume_setup: TypeError list indices", id="resume-a-list"),
+                 "KeyError 'replay' in runtime._restore", id="no-replay-state"),
+    pytest.param(lambda c: {**c, "resume": [1]}, "TypeError: list indices", id="resume-a-list"),
     pytest.param(lambda c: {**c, "resume": {**c["resume"], "run": {**c["resume"]["run"], "env_steps": "abc"}}},
-                 "cli._resume_setup: ValueError from int('abc')", id="env-steps-text"),
+                 "ValueError from int('abc')", id="env-steps-text"),
+    pytest.param(lambda c: {**c, "resume": {**c["resume"], "learner": {"junk": torch.ones(2)}}},
+                 "KeyError in Learner.load_state_dict", id="learner-state-junk"),
+    pytest.param(lambda c: {**c, "resume": {**c["resume"], "actors": c["resume"]["actors"][:1]}},
+                 "actor states of another size", id="actors-wrong-count"),
 ])
-@pytest.mark.xfail(reason="a damaged resume state is read unchecked by cli._resume_setup/runtime._restore",
-                   raises=(KeyError, TypeError, ValueError), strict=True)
-def test_resume_from_a_damaged_resume_state_is_one_line(tmp_path, trained_run, change, reason):
+def test_resume_from_a_damaged_resume_state_is_one_line(tmp_path, trained_run, change, was):
     run = resumable_copy(trained_run, tmp_path, change)
+    before = (run / checkpoint.FILENAME).read_bytes()
     total = trained_run.cfg.total_steps + 100  # if it ever resumes, it runs 100 steps and ends
     rc, _, err = run_main(["train", "--resume", run, "--set", f"total_steps={total}", "--quiet"])
-    assert_error_line(rc, err)
+    line = assert_error_line(rc, err)
+    assert "resume state is damaged" in line or "actors" in line, line
+    assert (run / checkpoint.FILENAME).read_bytes() == before  # the saved run is left as it was
 
 
 class WritesMarker:
