@@ -4,7 +4,8 @@ Place in the flow: a sink beside every stage. Stages `emit` records (cheap, non-
 task owns the file and drains the queue; `close` flushes what is left.
 
 Record kinds: `episode` (an actor's finished episode), `train` (every `log_every` env steps), `merge`
-(every target merge: scores, weights, entropy, distances), `eval` (periodic greedy evaluation).
+(every target merge: scores, weights, their entropy, each net's distance from the merge, the Q disagreement
+across nets, each net's share of the replay data), `eval` (periodic greedy evaluation).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class MetricsWriter:
     # One TensorBoard point per finished episode cost ~15% of the actors' event loop on CartPole; the
     # 'train' records carry the recent mean return instead (metrics.jsonl still holds every episode).
     NOT_CURVES = frozenset({"episode", "env_fault"})
+    # Lists with one value per net, written as one curve per net (`merge/weights_0`, ...): the merge
+    # diagnostics of issue 6 (weights, scores, each net's distance from the merge, each net's share of the
+    # replay data) and the train records' per-net loss.
+    PER_NET = frozenset({"weights", "scores", "distance", "replay_share", "loss_per_net"})
 
     def _scalars(self, record: dict) -> None:
         if self.tb is None or record["kind"] in self.NOT_CURVES:
@@ -85,7 +90,7 @@ class MetricsWriter:
                 continue
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.tb.add_scalar(f"{record['kind']}/{key}", value, step)
-            elif isinstance(value, (list, np.ndarray)) and key in ("weights", "scores"):
+            elif isinstance(value, (list, np.ndarray)) and key in self.PER_NET:
                 for k, v in enumerate(value):
                     if v is not None and math.isfinite(v):
                         self.tb.add_scalar(f"{record['kind']}/{key}_{k}", v, step)
