@@ -24,11 +24,14 @@ Per setting: the mean over seeds and a 95% percentile bootstrap interval of that
 the seeds, a seeded generator); time to threshold over the seeds that reached it, with the count.
 
 Each (env, setting, seed) runs as `python -m asyncdqn.cli train` in its own subprocess, into
-`<runs-dir>/<env>/<setting>/seed<S>/` (with `ablation_spec.json`: the exact command). A run counts as done
+`<runs-dir>/<env>/<setting>/seed<S>/` (with `ablation_spec.json`: its overrides, scenario text and source
+tree; `train.log`: its output). A run counts as done
 when its `summary.json` exists, is not an interrupted run's, and its spec matches; a restarted sweep skips
 done runs and trains the others from scratch, so a killed sweep loses at most the run in flight. A child
 gets SIGTERM when the sweep dies (Linux), so it never outlives it. A run that exits with an error is
-recorded (`failed.txt`), left out of the means, counted in the table, and not retried.
+recorded (`failed.txt`), left out of the means, counted in the table, and not retried. `--code DIR` trains
+with another source tree (each child's working directory), e.g. `git archive HEAD asyncdqn envs | tar -x -C
+DIR`, so that edits made to the working tree during a long sweep cannot reach it.
 
 Run:   nice -n 19 .venv/bin/python benchmarks/ablation.py --env cartpole [--seeds 0..4]
 Smoke: .venv/bin/python benchmarks/ablation.py --quick    (tiny budgets: checks the plumbing only)
@@ -164,6 +167,7 @@ class Job:
     scenario_file: Path
     overrides: tuple[str, ...]
     run_dir: Path
+    code_dir: Path = REPO  # the source tree the run trains with (its cwd)
 
     def command(self) -> list[str]:
         sets = [arg for o in self.overrides for arg in ("--set", o)]
@@ -172,7 +176,7 @@ class Job:
 
     def spec(self) -> dict:
         return {"env": self.env, "setting": self.setting, "seed": self.seed, "overrides": list(self.overrides),
-                "scenario": self.scenario_file.read_text()}
+                "scenario": self.scenario_file.read_text(), "code": str(self.code_dir)}
 
 
 def is_done(job: Job) -> bool:
@@ -201,7 +205,7 @@ def _die_with_parent() -> None:
 def run_subprocess(job: Job) -> int:
     """Train one run in a fresh interpreter; its output goes to train.log in the run folder."""
     with open(job.run_dir / "train.log", "w") as log:
-        proc = subprocess.run(job.command(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.run(job.command(), cwd=job.code_dir, stdout=log, stderr=subprocess.STDOUT,
                               preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     return proc.returncode
 
@@ -238,17 +242,15 @@ def run_sweep(jobs: list[Job], runner: Callable[[Job], int], say: Callable[[str]
     return counts
 
 
-def make_jobs(env: str, plan: Plan, seeds: list[int], runs_dir: Path) -> list[Job]:
+def make_jobs(env: str, plan: Plan, seeds: list[int], runs_dir: Path, code_dir: Path = REPO) -> list[Job]:
     """Seeds outermost, so a sweep stopped early holds every setting at the first seeds."""
     env_dir = runs_dir / env
     env_dir.mkdir(parents=True, exist_ok=True)
     scenario_file = env_dir / "scenario.toml"
     if not scenario_file.is_file():  # snapshot once: a resumed sweep keeps the scenario it started with
-        from asyncdqn import config
-
-        shutil.copyfile(config.SCENARIO_DIR / f"{plan.scenario}.toml", scenario_file)
+        shutil.copyfile(code_dir / "asyncdqn" / "scenarios" / f"{plan.scenario}.toml", scenario_file)
     return [Job(env, s, seed, scenario_file.resolve(), tuple(plan.overrides(s)),
-                (env_dir / s / f"seed{seed}").resolve())
+                (env_dir / s / f"seed{seed}").resolve(), code_dir.resolve())
             for seed in seeds for s in plan.settings]
 
 
@@ -372,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the runs live (default runs/ablation, --quick: runs/ablation-quick)")
     p.add_argument("--quick", action="store_true", help="tiny budgets and 2 seeds: checks the plumbing only")
     p.add_argument("--report-only", action="store_true", help="train nothing; tabulate the finished runs")
+    p.add_argument("--code", type=Path, default=REPO,
+                   help="source tree to train with (default this repository); e.g. a `git archive` of one commit, "
+                        "so that edits made to the working tree during a long sweep cannot reach it")
     args = p.parse_args(argv)
 
     plans = QUICK if args.quick else PLANS
@@ -389,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                 p.error(f"settings not in the {env} plan: {', '.join(sorted(unknown))}")
             plan = Plan(**{**plan.__dict__, "settings": tuple(s for s in plan.settings
                                                                 if s in args.settings.split(","))})
-        jobs = make_jobs(env, plan, seeds, runs_dir)
+        jobs = make_jobs(env, plan, seeds, runs_dir, args.code)
         counts = {"done_before": sum(map(is_done, jobs)), "ran": 0, "failed": 0}
         if not args.report_only:
             counts = run_sweep(jobs, run_subprocess, lambda m: print(m, flush=True))
@@ -413,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                   "command": " ".join(["benchmarks/ablation.py", *(argv if argv is not None else sys.argv[1:])]),
                   "plan": {**plan.__dict__, "eval_points": plan.eval_points}, "seeds": seeds,
                   "settings": {s: {"label": SETTINGS[s][0], "overrides": SETTINGS[s][1]} for s in plan.settings},
-                  "k4_config": base, "counts": counts, "finished": len(finished), "jobs": len(jobs),
+                  "code": str(args.code), "k4_config": base, "counts": counts, "finished": len(finished), "jobs": len(jobs),
                   "table": rows, "table_markdown": table, "runs": runs}
         result = json.loads(to_json(result))  # NaN (a threshold never reached) -> null
         finish(result, {"env": env, "finished": len(finished), "jobs": len(jobs),
