@@ -314,20 +314,20 @@ def _ci(row: dict, key: str, spec: str) -> str:
 
 def markdown_table(rows: list[dict], threshold: float) -> str:
     head = (f"| setting | seeds | AUC (mean eval return) | final return (20 ep.) | time to {threshold:g} (s) "
-            f"| reached | weight entropy | Q disagreement | distance | max replay share |")
-    lines = [head, "|" + "---|" * 10]
+            f"| reached | train wall (s) | weight entropy | Q disagreement | distance | max replay share |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         seeds = f"{r['seeds']}" + (f" (+{r['failed']} failed)" if r["failed"] else "")
-        diag = [("-" if r[k] is None else f"{r[k]:.3g}") for k in ("entropy", "q_disagreement", "distance",
-                                                                   "max_replay_share")]
+        diag = [("-" if r[k] is None else f"{r[k]:.3g}") for k in ("train_wall_s", "entropy", "q_disagreement",
+                                                                   "distance", "max_replay_share")]
         lines.append(f"| {r['label']} | {seeds} | {_ci(r, 'auc', '.1f')} | {_ci(r, 'final', '.1f')} | "
                      f"{_ci(r, 'time_to_threshold_s', '.0f')} | {r['reached']}/{r['seeds']} | {' | '.join(diag)} |")
     return "\n".join(lines)
 
 
 def plot(runs: list[dict], plan: Plan, env: str, out_png: Path, seed: int = 0) -> None:
-    """Learning curves: mean periodic evaluation over seeds, shaded 95% bootstrap interval, one panel per
-    comparison."""
+    """Learning curves (mean periodic evaluation over seeds, shaded 95% bootstrap interval), one panel per
+    comparison, and a last panel with each setting's AUC and its interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -336,7 +336,7 @@ def plot(runs: list[dict], plan: Plan, env: str, out_png: Path, seed: int = 0) -
     rng = np.random.default_rng(seed)
     panels = {title: [s for s in names if s in plan.settings] for title, names in PANELS.items()}
     panels = {t: names for t, names in panels.items() if len(names) > 1}
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.6 * (len(panels) + 1), 3.8), squeeze=False)
     for ax, (title, names) in zip(axes[0], panels.items()):
         for s in names:
             curves = [r["evals"] for r in runs if r["setting"] == s and not r["failed"] and r["evals"]]
@@ -351,8 +351,18 @@ def plot(runs: list[dict], plan: Plan, env: str, out_png: Path, seed: int = 0) -
         ax.axhline(plan.threshold, color="grey", lw=0.8, ls=":")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("env steps")
-        ax.legend(fontsize=7, loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
     axes[0][0].set_ylabel("greedy eval return (mean over seeds)")
+    rows = [r for r in aggregate(runs, plan, seed) if r["seeds"]]
+    ax = axes[0][-1]
+    y = np.arange(len(rows))[::-1]
+    mid = np.array([r["auc"] for r in rows])
+    err = np.array([[r["auc"] - r["auc_lo"] for r in rows], [r["auc_hi"] - r["auc"] for r in rows]])
+    ax.errorbar(mid, y, xerr=err, fmt="o", capsize=3)
+    ax.set_yticks(y, [f"{r['label']} ({r['seeds']})" for r in rows], fontsize=7)
+    ax.set_xlabel("AUC: mean eval return over the run")
+    ax.set_title("AUC, mean and 95% bootstrap interval", fontsize=10)
     fig.suptitle(f"{env}: ablation, mean and 95% bootstrap interval over seeds", fontsize=10)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
