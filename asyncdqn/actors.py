@@ -17,6 +17,12 @@ tensors only). An env that does not reproduce the saved observation restarts its
 Faults: an env that raises in `step` or `reset` is rebuilt and reset with backoff; its partial episode
 is dropped (`ChunkBuilder.drop_partial_episode`); `EnvFaults` stops the run after too many failures in a row.
 
+Env workers: with a `pool` (asyncdqn.workers.EnvWorkerPool), actor i's env lives in a worker process as
+env i of the pool; the actor awaits `pool.step(i, a, autoreset=True)` instead of calling `env.step`, so the
+loop keeps serving other actors, inference and the learner while envs step on other cores. An env error or
+a dead worker is a fault like any other (the pool rebuilds the env at its reset). The env's generator is
+out of reach there, so a resumed actor starts a new (seeded) episode instead of replaying its last one.
+
 Legend: N actors, K nets, M actor slots per net (ceil(N / K)), O observation shape.
 """
 
@@ -36,6 +42,7 @@ import torch
 from asyncdqn.errors import RunFailed
 from asyncdqn.nets import EnsembleQNet
 from asyncdqn.transitions import ChunkBuilder
+from asyncdqn.workers import EnvWorkerPool, TooManyRestarts
 
 
 def epsilon_ladder(num_actors: int, base: float, alpha: float) -> np.ndarray:
@@ -173,6 +180,13 @@ class InferenceBatcher:
 EpisodeHook = Callable[[int, int, float, int], None]  # (actor, net, return, length)
 
 
+def _pool_verdict(exc: BaseException) -> BaseException:
+    """A broken worker pool (workers died past their restart bound) ends the run; other errors are faults."""
+    if isinstance(exc, TooManyRestarts):
+        raise RunFailed(f"env workers keep dying: {exc}") from None
+    return exc
+
+
 def episode_seed(actor_seed: int, episode: int) -> int:
     """The reset seed of an actor's episode: fixed by (actor seed, episode number), so it can be replayed.
     Plain arithmetic (a Weyl sequence): a SeedSequence per episode cost more than a CartPole step."""
@@ -214,11 +228,13 @@ class Actor:
     """
 
     def __init__(self, index: int, make_env: Callable[[], gym.Env], seed: int, builder: ChunkBuilder,
-                 rng: np.random.Generator, env: gym.Env | None = None):
+                 rng: np.random.Generator, env: gym.Env | None = None, pool: EnvWorkerPool | None = None,
+                 n_actions: int | None = None):
         self.index, self.make_env, self.seed = index, make_env, seed
         self.builder, self.rng = builder, rng
-        self.env = env if env is not None else make_env()
-        self.n_actions = int(self.env.action_space.n)
+        self.pool = pool  # with a pool, env `index` of the pool is this actor's and `env` stays None
+        self.env = None if pool is not None else (env if env is not None else make_env())
+        self.n_actions = int(n_actions if pool is not None else self.env.action_space.n)
         self.episode = -1          # number of the current episode
         self.reset_rng: dict | None = None  # env.unwrapped.np_random state before its reset (None: seeded reset)
         self.actions: list[int] = []  # taken since that reset
@@ -239,12 +255,26 @@ class Actor:
             self.obs, _ = self.env.reset()
         self.builder.observe(self.obs)
 
+    async def _start_remote_episode(self, first_obs: np.ndarray | None = None) -> None:
+        """The worker-pool form of `_start_episode`: a seeded reset, or the first observation of an episode
+        the worker already auto-reset (unseeded) at the end of the last step."""
+        self.episode += 1
+        self.actions, self.ep_return, self.ep_len = [], 0.0, 0
+        self.reset_rng = None
+        if first_obs is None:
+            first_obs = (await self.pool.reset(self.index, seed=episode_seed(self.seed, self.episode))).obs
+        self.obs = first_obs
+        self.builder.observe(first_obs)
+
     async def _restart(self, exc: BaseException, faults: EnvFaults) -> None:
         """Drop the partial episode, then rebuild and reset the env (with backoff) until that works."""
         self.builder.drop_partial_episode()
         while True:
-            await asyncio.sleep(faults.failed(self.index, exc))
+            await asyncio.sleep(faults.failed(self.index, _pool_verdict(exc)))
             try:
+                if self.pool is not None:  # the worker rebuilds a failed env at its reset
+                    await self._start_remote_episode()
+                    return
                 with contextlib.suppress(Exception):
                     self.env.close()
                 self.env = self.make_env()
@@ -257,12 +287,15 @@ class Actor:
                   epsilon: Callable[[int], float], on_episode: EpisodeHook, faults: EnvFaults) -> None:
         """Step until cancelled. Episodes end on `terminated` or `truncated`; the true final observation is
         stored (a final row) and bootstrapped from when the episode was truncated."""
-        slot = batcher.slot(self.index)
+        slot, pool, first = batcher.slot(self.index), self.pool, None
         try:
-            if self._resume is not None:
-                self._replay_episode()
-            elif self.obs is None:
-                self._start_episode()
+            if pool is None:
+                if self._resume is not None:
+                    self._replay_episode()
+                elif self.obs is None:
+                    self._start_episode()
+            elif self._resume is not None or self.obs is None:
+                await self._resume_remote()
         except Exception as exc:  # noqa: BLE001
             await self._restart(exc, faults)
         while True:
@@ -272,7 +305,10 @@ class Actor:
             if self.rng.random() < epsilon(self.index):
                 action = int(self.rng.integers(self.n_actions))
             try:
-                obs, reward, terminated, truncated, _ = self.env.step(action)
+                if pool is None:
+                    obs, reward, terminated, truncated, _ = self.env.step(action)
+                else:
+                    obs, reward, terminated, truncated, _, first = await pool.step(self.index, action, True)
             except Exception as exc:  # noqa: BLE001
                 await self._restart(exc, faults)
                 continue
@@ -286,13 +322,25 @@ class Actor:
                 on_episode(self.index, self.builder.net, self.ep_return, self.ep_len)
                 faults.recovered(self.index)
                 try:
-                    self._start_episode()
+                    if pool is None:
+                        self._start_episode()
+                    else:
+                        await self._start_remote_episode(first)
                 except Exception as exc:  # noqa: BLE001
                     await self._restart(exc, faults)
             else:
                 self.builder.observe(obs)
             if self.builder.full:
                 await queue.put(self.builder.flush())
+
+    async def _resume_remote(self) -> None:
+        """First episode of an actor whose env is in a worker; a resumed one starts a new episode (its
+        env's generator is in the worker, so the interrupted episode cannot be replayed)."""
+        if self._resume is not None:
+            state, self._resume = self._resume, None
+            self.episode = int(state["episode"])
+            self.builder.drop_partial_episode()
+        await self._start_remote_episode()
 
     def state_dict(self) -> dict:
         """The actor's state between two steps (call only while it is parked at the gate)."""

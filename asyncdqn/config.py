@@ -58,6 +58,8 @@ class ActorConfig:
     """Rows an actor collects before it puts one chunk on the queue."""
     queue_chunks: int = 16
     """Capacity of the bounded actor -> replay queue, in chunks; a full queue makes actors wait."""
+    env_workers: int = 0
+    """Env worker processes: 0 = envs step on the event loop (microsecond envs), N = N workers, -1 = one per core."""
 
     def __post_init__(self) -> None:
         _require(self.num_actors >= 1, "actors.num_actors", "must be >= 1")
@@ -67,6 +69,7 @@ class ActorConfig:
         _require(1 <= self.n_step <= 100, "actors.n_step", "must be in [1, 100]")
         _require(self.chunk_rows >= self.n_step + 3, "actors.chunk_rows", "must be >= n_step + 3")
         _require(self.queue_chunks >= 1, "actors.queue_chunks", "must be >= 1")
+        _require(self.env_workers >= -1, "actors.env_workers", "must be -1 (one per core), 0 or a count")
 
 
 @dataclass(frozen=True)
@@ -217,11 +220,14 @@ class FaultsConfig:
     """Failed restarts in a row one actor may have before the run stops with an error."""
     restart_backoff_s: float = 0.05
     """First wait before restarting a failed env; doubles with each failure in a row, up to 2 s."""
+    max_worker_restarts: int = 10
+    """Env worker processes that may die (and be replaced) in a run before it stops with an error."""
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.env_error_rate < 1.0, "faults.env_error_rate", "must be in [0, 1)")
         _require(self.max_env_restarts >= 0, "faults.max_env_restarts", "must be >= 0")
         _require(self.restart_backoff_s >= 0, "faults.restart_backoff_s", "must be >= 0")
+        _require(self.max_worker_restarts >= 0, "faults.max_worker_restarts", "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,10 @@ class FaultInjector(gym.Wrapper):
     def step(self, action):
         self._maybe_fail("step")
         return self.env.step(action)
+
+
+def worker_env(env_cfg: EnvConfig, kwargs: dict, fault_rate: float = 0.0) -> gym.Env:
+    """A training env built inside an env worker process (module level, so it pickles). Injected faults
+    draw from a fresh generator there: fault timing is not reproducible across workers."""
+    env = make_env(env_cfg, kwargs)
+    return FaultInjector(env, fault_rate, np.random.default_rng()) if fault_rate > 0 else env

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import math
 import sys
@@ -32,7 +33,7 @@ from asyncdqn import checkpoint
 from asyncdqn.actors import Actor, EnvFaults, InferenceBatcher, StepGate, epsilon_ladder
 from asyncdqn.config import RunConfig, to_dict, to_toml
 from asyncdqn.convnets import input_scale_for
-from asyncdqn.environments import FaultInjector, env_kwargs, make_env, spec_of
+from asyncdqn.environments import FaultInjector, env_kwargs, make_env, spec_of, worker_env
 from asyncdqn.errors import RunFailed, UserError
 from asyncdqn.evaluation import EvalResult, evaluate
 from asyncdqn.learner import Learner, MergeEvent, UpdateStats
@@ -41,6 +42,7 @@ from asyncdqn.metrics import MetricsWriter, plot_learning_curve, to_json
 from asyncdqn.nets import GreedyPolicy, copy_params_
 from asyncdqn.replay import ReplayPool
 from asyncdqn.transitions import ChunkBuilder
+from asyncdqn.workers import EnvWorkerPool, WorkerDeath
 
 # The learner thread releases the GIL inside each torch kernel and must win it back from the actors'
 # event loop for the next op; at the default 5 ms switch interval a ~1 ms update then waits up to 5 ms
@@ -150,7 +152,10 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     best = _Best()
     faults = EnvFaults(cfg.faults.max_env_restarts, cfg.faults.restart_backoff_s,
                        lambda rec: writer.emit({**rec, "env_steps": gate.steps}))
-    actors = [_make_actor(cfg, i, seq_actors[i], train_kwargs, spec, first_env if i == 0 else None)
+    pool = _worker_pool(cfg, train_kwargs, spec, lambda rec: writer.emit({**rec, "env_steps": gate.steps}))
+    if pool is not None:
+        first_env.close()  # it told us the spec; the training envs live in the workers
+    actors = [_make_actor(cfg, i, seq_actors[i], train_kwargs, spec, first_env if i == 0 else None, pool)
               for i in range(cfg.actors.num_actors)]
     if resume is not None:
         try:
@@ -285,6 +290,8 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     async with asyncio.TaskGroup() as outer:
         outer.create_task(writer.run())
         try:
+            if pool is not None:
+                await pool.start()
             async with asyncio.TaskGroup() as tg:
                 helpers = [tg.create_task(batcher.serve()), tg.create_task(consume()),
                            tg.create_task(evaluate_periodically()), tg.create_task(log_periodically())]
@@ -312,17 +319,35 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
                                                                               indent=2))
         finally:
             writer.close()
+            if pool is not None:
+                await pool.aclose()
             for a in actors:
-                a.env.close()
+                if a.env is not None:
+                    a.env.close()
     plot_learning_curve(out_dir / "metrics.jsonl", out_dir / "learning_curve.png",
                         f"{cfg.scenario} (seed {cfg.seed}, K={k})")
     return summary
 
 
+def _worker_pool(cfg: RunConfig, train_kwargs: dict, spec, log: Callable[[dict], None]) -> EnvWorkerPool | None:
+    """The env worker processes (`actors.env_workers`), or None when the envs step on the event loop."""
+    if cfg.actors.env_workers == 0:
+        return None
+
+    def died(d: WorkerDeath) -> None:
+        log({"kind": "env_fault", "worker": d.worker, "exit_code": d.exitcode, "envs": list(d.envs),
+             "worker_restarts": d.restarts, "error": f"env worker {d.worker} died (exit code {d.exitcode})"})
+
+    return EnvWorkerPool(functools.partial(worker_env, cfg.env, train_kwargs, cfg.faults.env_error_rate),
+                         cfg.actors.num_actors, None if cfg.actors.env_workers < 0 else cfg.actors.env_workers,
+                         spec.obs_shape, spec.obs_dtype, max_restarts=cfg.faults.max_worker_restarts,
+                         on_worker_died=died)
+
+
 def _make_actor(cfg: RunConfig, i: int, seq: np.random.SeedSequence, train_kwargs: dict, spec,
-                env: gym.Env | None) -> Actor:
-    """Actor i: its env (`env`, or a new one; wrapped for fault injection when asked), seed, chunk builder
-    and RNG."""
+                env: gym.Env | None, pool: EnvWorkerPool | None = None) -> Actor:
+    """Actor i: its env (`env`, or a new one; wrapped for fault injection when asked; or env i of the worker
+    `pool`), seed, chunk builder and RNG."""
     seq_rng, seq_faults = seq.spawn(2)
     fault_rng = np.random.default_rng(seq_faults)
     rate = cfg.faults.env_error_rate
@@ -333,7 +358,8 @@ def _make_actor(cfg: RunConfig, i: int, seq: np.random.SeedSequence, train_kwarg
     builder = ChunkBuilder(cfg.actors.chunk_rows, spec.obs_shape, spec.obs_dtype, cfg.learner.gamma,
                            cfg.actors.n_step, net=i % cfg.learner.num_nets)
     return Actor(i, lambda: wrap(make_env(cfg.env, train_kwargs)), int(seq.generate_state(1)[0] % 2**31),
-                 builder, np.random.default_rng(seq_rng), env=wrap(env) if env is not None else None)
+                 builder, np.random.default_rng(seq_rng), env=wrap(env) if env is not None and pool is None else None,
+                 pool=pool, n_actions=spec.n_actions)
 
 
 def _diverged_message(cfg: RunConfig, learner: Learner, out_dir: Path) -> str:

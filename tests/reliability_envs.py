@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 
 
@@ -27,3 +29,23 @@ class ExplodingReward(gym.Wrapper):
 
 def exploding_cartpole() -> gym.Env:
     return ExplodingReward(gym.make("CartPole-v1"))
+
+
+class DiesAt(gym.Wrapper):
+    """CartPole whose worker process dies (os._exit) at its `at`-th step, once per marker file: the first
+    env to get there creates the marker and dies; later ones (and the replacement) go on."""
+
+    def __init__(self, env: gym.Env, marker: str, at: int, always: bool):
+        super().__init__(env)
+        self.marker, self.at, self.always, self.t = marker, at, always, 0
+
+    def step(self, action):
+        self.t += 1
+        if self.t == self.at and (self.always or not os.path.exists(self.marker)):
+            open(self.marker, "w").close()
+            os._exit(3)
+        return self.env.step(action)
+
+
+def cartpole_worker_dies(marker: str, at: int = 50, always: bool = False) -> gym.Env:
+    return DiesAt(gym.make("CartPole-v1"), marker, at, always)

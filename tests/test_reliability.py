@@ -342,3 +342,35 @@ async def test_a_stalled_learner_keeps_memory_bounded(tmp_path, monkeypatch):
         stop.set()
         release.set()
         await asyncio.wait_for(task, 30)
+
+
+# ---------------------------------------------------------------------------------- env worker processes
+
+
+def worker_config(tmp_path: Path, **faults) -> config.RunConfig:
+    values = tiny_values(seed=4, total_steps=1000, actors={"num_actors": 4, "env_workers": 2},
+                         env={"id": "CartPole-v1", "factory": "reliability_envs:cartpole_worker_dies",
+                              "kwargs": {"marker": str(tmp_path / "died"), "at": 40}},
+                         faults={"restart_backoff_s": 0.0, **faults})
+    return config.from_dict(values)
+
+
+@pytest.mark.timeout(90)
+async def test_a_worker_that_dies_is_replaced_and_the_run_completes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    summary = await runtime.run(worker_config(tmp_path), tmp_path / "run")
+    assert (tmp_path / "died").exists()  # the worker did die
+    faults = [r for r in read_records(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "env_fault"]
+    assert any("worker" in r for r in faults), faults  # the death is logged ...
+    assert summary["env_steps"] == 1000 and summary["updates"] == int(0.25 * 800)  # ... and the run goes on
+
+
+@pytest.mark.timeout(90)
+def test_workers_that_keep_dying_stop_the_run_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    scenario = tmp_path / "dying.toml"
+    cfg = worker_config(tmp_path, max_worker_restarts=2)
+    scenario.write_text(config.to_toml(cfg).replace('at = 40', 'at = 40\nalways = true'))
+    rc = main(["train", str(scenario), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "env workers keep dying" in err[0], err
