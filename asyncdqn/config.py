@@ -85,8 +85,12 @@ class ReplayConfig:
     beta: float = 0.4
     """Initial importance-sampling exponent, annealed linearly to 1 over the run."""
 
+    frames: str = "rows"
+    """'rows': each row holds its whole observation; 'stack': observations are frame stacks (Atari), each frame stored once."""
+
     def __post_init__(self) -> None:
         _require(self.capacity >= 64, "replay.capacity", "must be >= 64")
+        _require(self.frames in ("rows", "stack"), "replay.frames", "must be 'rows' or 'stack'")
         _require(self.batch_size >= 1, "replay.batch_size", "must be >= 1")
         _require(self.alpha >= 0.0, "replay.alpha", "must be >= 0")
         _require(0.0 <= self.beta <= 1.0, "replay.beta", "must be in [0, 1]")

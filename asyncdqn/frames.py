@@ -41,6 +41,7 @@ O observation shape (S, *X), K nets, B batch per net.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import NamedTuple
 
@@ -301,6 +302,42 @@ class FramePool:
         idx, prio = idx[keep], prio[keep]
         if len(idx):
             self.tree.set(idx, np.where(self.sampleable(idx), prio**self.alpha, 0.0))
+
+    _COUNTERS = ("frames_written", "writes", "head", "filled", "num_valid", "added_steps", "max_priority")
+
+    def state_dict(self, with_rows: bool = True) -> dict:
+        """As `ReplayPool.state_dict`: counters, the sampling RNG and (with_rows) the frames, rows,
+        priorities and the remembered tail rows' ids (their keys are rebuilt from the stored frames:
+        Python's bytes hash differs between processes)."""
+        state: dict = {name: getattr(self, name) for name in self._COUNTERS}
+        state["rng"] = json.dumps(self.rng.bit_generator.state)
+        if with_rows:
+            state["frames"] = self.frame_FX[: min(self.frames_written, self.capacity)].copy()
+            state["rows"] = {name: arr[: self.filled].copy() for name, arr in self.rows._asdict().items()}
+            if self.tree is not None:
+                state["tree"] = self.tree.tree.copy()
+            tails = list(self._tails.values())
+            state["tails"] = np.stack(tails) if tails else np.zeros((0, self.stack), np.int64)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict`; without saved rows the pool starts empty (only the RNG is restored)."""
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        if "rows" not in state:
+            return
+        for name in self._COUNTERS:
+            setattr(self, name, type(getattr(self, name))(state[name]))
+        frames = np.asarray(state["frames"])
+        self.frame_FX[: len(frames)] = frames
+        for name, arr in self.rows._asdict().items():
+            arr[: self.filled] = np.asarray(state["rows"][name])
+        if self.tree is not None and "tree" in state:
+            self.tree.tree[:] = np.asarray(state["tree"])
+        self._tails.clear()
+        for ids_S in np.asarray(state["tails"], dtype=np.int64):  # oldest first, as _link inserted them
+            key = hash(self.frame_FX[ids_S[-1] % self.capacity].tobytes())
+            self._tails.pop(key, None)
+            self._tails[key] = ids_S.copy()
 
     def share_by_net(self) -> np.ndarray:
         """Fraction of live rows made by each net's actors (a merge diagnostic)."""

@@ -36,6 +36,7 @@ from asyncdqn.convnets import input_scale_for
 from asyncdqn.environments import FaultInjector, env_kwargs, make_env, spec_of, worker_env
 from asyncdqn.errors import RunFailed, UserError
 from asyncdqn.evaluation import EvalResult, evaluate
+from asyncdqn.frames import FramePool
 from asyncdqn.learner import Learner, MergeEvent, UpdateStats
 from asyncdqn.merge import ScoreBoard
 from asyncdqn.metrics import MetricsWriter, plot_learning_curve, to_json
@@ -139,7 +140,11 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
                       input_scale_for(spec.obs_dtype, first_env.observation_space.high))
     acting = copy.deepcopy(learner.online).requires_grad_(False)  # the actors' copy, refreshed after updates
     batcher = InferenceBatcher(acting, cfg.actors.num_actors, spec.obs_shape, spec.obs_dtype)
-    replay = ReplayPool(cfg.replay.capacity, spec.obs_shape, spec.obs_dtype, np.random.default_rng(seq_replay),
+    if cfg.replay.frames == "stack" and len(spec.obs_shape) < 2:
+        raise UserError(f"config: replay.frames = 'stack' needs stacked frames; this env's observations have "
+                        f"shape {spec.obs_shape}")
+    pool_class = FramePool if cfg.replay.frames == "stack" else ReplayPool
+    replay = pool_class(cfg.replay.capacity, spec.obs_shape, spec.obs_dtype, np.random.default_rng(seq_replay),
                         cfg.replay.prioritized, cfg.replay.alpha, k)
     queue: asyncio.Queue = asyncio.Queue(maxsize=cfg.actors.queue_chunks)
     total_updates, step_limit = budget(cfg)

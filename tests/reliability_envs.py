@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import gymnasium as gym
+import numpy as np
+from gymnasium.wrappers import FrameStackObservation
 
 
 class NanReward(gym.Wrapper):
@@ -49,3 +51,32 @@ class DiesAt(gym.Wrapper):
 
 def cartpole_worker_dies(marker: str, at: int = 50, always: bool = False) -> gym.Env:
     return DiesAt(gym.make("CartPole-v1"), marker, at, always)
+
+
+class TinyFrames(gym.Env):
+    """8x8 uint8 frames of a moving dot (two actions: left, right); episodes of 20..40 steps."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(0, 255, (8, 8), np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+        self.x, self.t, self.length = 0, 0, 0
+
+    def _frame(self) -> np.ndarray:
+        frame = np.zeros((8, 8), np.uint8)
+        frame[self.t % 8, self.x] = 255
+        return frame
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.t, self.length = int(self.np_random.integers(8)), 0, int(self.np_random.integers(20, 41))
+        return self._frame(), {}
+
+    def step(self, action):
+        self.x = min(7, max(0, self.x + (1 if action else -1)))
+        self.t += 1
+        return self._frame(), float(self.x == 7), self.t >= self.length, False, {}
+
+
+def stacked_tiny_frames() -> gym.Env:
+    """(4, 8, 8) stacks of TinyFrames, as Atari's FrameStackObservation makes them."""
+    return FrameStackObservation(TinyFrames(), 4)

@@ -294,3 +294,29 @@ def test_atari_storage_within_1_1x_of_raw_payload():
     # 1M frames of 7056 B + 1.25M rows of 69 B (4 frame ids, oldest id, action: 8 B each; return, discount:
     # 4 B; horizon, net: 2 B; valid: 1 B; stamp: 8 B).
     assert frame_pool_nbytes(1_000_000, (4, *shape)) == 7_056_000_000 + 1_250_000 * 69
+
+
+def test_state_dict_round_trip_continues_like_the_original():
+    # Two pools fed the same chunks, one saved and restored halfway: the same frames, rows, ids and draws.
+    # One actor's stream: row t stacks frames t..t+3; each chunk re-emits the last 3 rows of the one before
+    # (as ChunkBuilder does), so the restored pool must recognise them from its saved tail memory.
+    frames = np.random.default_rng(0).integers(0, 256, size=(80, 2, 2)).astype(np.uint8)
+    chunks = []
+    for i in range(6):
+        obs = np.stack([frames[t:t + 4] for t in range(9 * i, 9 * i + 12)])
+        hor, valid = np.ones(12, np.int64), np.ones(12, bool)
+        hor[-1], valid[-1] = 0, False  # the last row has no next row in its chunk
+        chunks.append(Chunk(obs, np.zeros(12, np.int64), np.ones(12, np.float32), np.ones(12, np.float32),
+                            hor, valid, 0, 11))
+    a = FramePool(200, (4, 2, 2), np.uint8, np.random.default_rng(1))
+    for c in chunks[:3]:
+        a.add(c)
+    b = FramePool(200, (4, 2, 2), np.uint8, np.random.default_rng(99))
+    b.load_state_dict(a.state_dict())
+    for c in chunks[3:]:
+        a.add(c)
+        b.add(c)
+    assert a.frames_written == b.frames_written == 4 + 6 * 9 + 2 and a.head == b.head  # each frame once
+    assert np.array_equal(a.rows.fid_CS, b.rows.fid_CS) and np.array_equal(a.frame_FX, b.frame_FX)
+    x, y = a.sample(2, 8), b.sample(2, 8)
+    assert np.array_equal(x.idx_KB, y.idx_KB) and np.array_equal(x.obs_KBO, y.obs_KBO)

@@ -374,3 +374,43 @@ def test_workers_that_keep_dying_stop_the_run_with_one_line(tmp_path, capsys, mo
     rc = main(["train", str(scenario), "--out", str(tmp_path / "run"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "env workers keep dying" in err[0], err
+
+
+# ---------------------------------------------------------------------------------- frame-stack replay
+
+
+def frames_config(**extra) -> config.RunConfig:
+    return config.from_dict(tiny_values(
+        seed=6, total_steps=900, env={"factory": "reliability_envs:stacked_tiny_frames"},
+        actors={"num_actors": 1, "chunk_rows": 16}, replay={"capacity": 2000, "batch_size": 16, "frames": "stack"},
+        learner={"max_lead": 0, "torso": "minatar", "num_nets": 2}, merge={"every": 10}, **extra))
+
+
+@pytest.mark.timeout(90)
+async def test_stacked_frames_train_in_a_frame_pool_and_resume_exactly(tmp_path):
+    cfg = frames_config()
+    whole = await runtime.run(cfg, tmp_path / "whole")
+    assert whole["env_steps"] == 900 and whole["updates"] == int(0.25 * 700)
+    # ~1 frame per transition: far below the 4-frame stack a row would hold
+    assert whole["replay_bytes_per_row"] < 2 * 64 + 100
+
+    stop, interrupt = asyncio.Event(), asyncio.Event()
+
+    def progress(p: runtime.Progress) -> None:
+        if p.updates >= 60:
+            interrupt.set()
+            stop.set()
+
+    await runtime.run(cfg, tmp_path / "split", progress=progress, stop=stop, interrupt=interrupt)
+    resume = checkpoint.load(tmp_path / "split")["resume"]
+    assert "frames" in resume["replay"]
+    await runtime.run(cfg, tmp_path / "split", resume=resume)
+    a, b = (checkpoint.load(tmp_path / d) for d in ("whole", "split"))
+    for key in a["online"]:
+        assert torch.equal(a["online"][key], b["online"][key]), key
+
+
+def test_stack_replay_refuses_flat_observations(tmp_path, capsys):
+    rc = main(["train", "cartpole", "--out", str(tmp_path / "run"), "--quiet", "--set", 'replay.frames="stack"'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "replay.frames" in err[0], err
