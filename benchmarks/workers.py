@@ -17,7 +17,14 @@ CPU time our processes (parent + workers) spent per step and the cores they kept
 well under the cores they could use, the limit is hand-off latency or other processes' load, not work.
 The load average is printed: other processes on a 2-core machine move these figures a lot.
 
+While learning (`--train SCENARIO`): real training runs of a scenario (e.g. minatar-breakout, which needs
+the games extra) with `actors.env_workers` = 1 and 2 (and 0, envs on the event loop), rounds interleaved,
+each for --steps env steps with the scenario's learner (replay ratio, nets) and no periodic evaluation.
+Reported: steady env steps/s from metrics.jsonl's 'train' records (start-up and warm-up excluded: the
+first record is taken after learning starts), and the ratio 2 workers / 1 worker per round.
+
 Run:   .venv/bin/python benchmarks/workers.py [--envs 8] [--seconds 3] [--repeats 3] [--out r.json]
+       .venv/bin/python benchmarks/workers.py --train minatar-breakout [--steps 30000] [--repeats 2]
 Smoke: .venv/bin/python benchmarks/workers.py --quick
 """
 
@@ -28,6 +35,7 @@ import asyncio
 import functools
 import os
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -169,6 +177,52 @@ async def measure(mode: str, env_fn, obs_shape: tuple, envs: int, warm: float, s
         return await drive(functools.partial(actor_pool, pool), pool.pids())
 
 
+TRAIN_MODES = {"1 worker": 1, "2 workers": 2, "in-process": 0}
+
+
+def train_rate(scenario: str, workers: int, steps: int, seed: int) -> dict:
+    """Steady env steps/s of one training run with `workers` env worker processes."""
+    import json
+    import tempfile
+
+    from asyncdqn import config, runtime
+
+    cfg = config.load(scenario, [f"actors.env_workers={workers}", f"total_steps={steps}", "eval.every=0",
+                                 "eval.final_episodes=1", "log_every=1000", "eval.stop_at=inf"], seed=seed)
+    with tempfile.TemporaryDirectory(prefix="asyncdqn-workers-") as tmp:
+        summary = asyncio.run(runtime.run(cfg, tmp))
+        recs = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines() if x]
+    train = [r for r in recs if r["kind"] == "train" and r["env_steps"] > cfg.learner.learning_starts]
+    rate = (train[-1]["env_steps"] - train[0]["env_steps"]) / (train[-1]["wall_s"] - train[0]["wall_s"])
+    return {"steps_per_s": rate, "updates": summary["updates"], "train_wall_s": summary["train_wall_s"],
+            "window": [train[0]["env_steps"], train[-1]["env_steps"]]}
+
+
+def main_train(args) -> int:
+    machine = machine_info()
+    print(f"Env workers while learning: {args.train}, {args.steps} steps per run, {args.repeats} rounds")
+    print(f"machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, "
+          f"load {machine['loadavg_at_start']}")
+    runs = []
+    for rnd in range(args.repeats):
+        for mode, workers in TRAIN_MODES.items():
+            r = train_rate(args.train, workers, args.steps, seed=rnd)
+            runs.append({"mode": mode, "round": rnd, **r})
+            print(f"  round {rnd} {mode:10s}: {r['steps_per_s']:7.0f} steps/s while learning "
+                  f"({r['updates']} updates)", flush=True)
+    rows = []
+    by_mode = {m: [r["steps_per_s"] for r in runs if r["mode"] == m] for m in TRAIN_MODES}
+    ratios = [b / a for a, b in zip(by_mode["1 worker"], by_mode["2 workers"])]
+    for m, xs in by_mode.items():
+        rows.append({"mode": m, "median": median(xs), "min": min(xs), "max": max(xs)})
+    rows.append({"mode": "2w / 1w", "median": median(ratios), "min": min(ratios), "max": max(ratios)})
+    print_table(f"{args.train}: env steps/s while learning (ratio row: 2 workers / 1 worker, per round)",
+                [("mode", ""), ("median", ".2f"), ("min", ".2f"), ("max", ".2f")], rows)
+    finish({"benchmark": "workers-train", "quick": args.quick, "scenario": args.train, "args": vars(args), "runs": runs,
+            "machine": machine}, {"train_2w_over_1w": median(ratios)}, args.out)
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", type=int, default=8, help="env instances (= actors), split over the workers")
@@ -179,7 +233,11 @@ def main() -> int:
     p.add_argument("--infer-us", type=float, default=200.0, help="CPU of one simulated inference batch")
     p.add_argument("--quick", action="store_true", help="smoke run: 0.5 s windows, one round")
     p.add_argument("--out", help="write the full result to this JSON file")
+    p.add_argument("--train", metavar="SCENARIO", help="measure real training runs of SCENARIO instead")
+    p.add_argument("--steps", type=int, default=30_000, help="env steps per training run (--train)")
     args = p.parse_args()
+    if args.train:
+        return main_train(args)
     if args.quick:
         args.seconds, args.warm, args.repeats = 0.5, 0.5, 1
 
