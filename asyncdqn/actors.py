@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from asyncdqn.errors import RunFailed
-from asyncdqn.nets import EnsembleQNet
+from asyncdqn.nets import EnsembleQNet, numpy_forward
 from asyncdqn.transitions import ChunkBuilder
 from asyncdqn.workers import EnvWorkerPool, TooManyRestarts
 
@@ -145,6 +145,7 @@ class InferenceBatcher:
         self.obs_KMO = np.zeros((k, math.ceil(num_actors / k), *obs_shape), dtype=obs_dtype)
         self.x_KMO = torch.from_numpy(self.obs_KMO)  # shares memory with obs_KMO
         self.act_KM = np.zeros(self.obs_KMO.shape[:2], dtype=np.int64)
+        self._numpy_forward = numpy_forward(net)  # MLPs: numpy is cheaper than torch at these sizes
         self._wakeup = asyncio.Event()
         # One future per waiting actor, resolved together after the forward. (An asyncio.Event would do,
         # but each Event.wait removes its future from a deque on return: O(waiters) per actor per tick.)
@@ -169,8 +170,11 @@ class InferenceBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             waiting, self._waiting = self._waiting, []
-            with torch.no_grad():
-                self.act_KM[:] = self.net(self.x_KMO).argmax(-1).numpy()
+            if self._numpy_forward is not None:
+                self.act_KM[:] = self._numpy_forward(self.obs_KMO).argmax(-1)
+            else:
+                with torch.no_grad():
+                    self.act_KM[:] = self.net(self.x_KMO).argmax(-1).numpy()
             self.forwards += 1
             for fut in waiting:
                 if not fut.done():  # an actor cancelled while it waited

@@ -11,6 +11,7 @@ Legend: K nets, B rows per net, O observation size (flattened), A actions, H hid
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -76,6 +77,35 @@ class EnsembleQNet(nn.Module):
     def forward_all(self, x_BO: torch.Tensor) -> torch.Tensor:
         """Every net on the same rows: x_BO -> q_KBA."""
         return self(x_BO.unsqueeze(0).expand(self.k, *x_BO.shape))
+
+
+def numpy_forward(net: nn.Module) -> Callable[[np.ndarray], np.ndarray] | None:
+    """x_KBO -> q_KBA in numpy for an MLP ensemble (None for other nets): the actors' inference path.
+
+    For the small batches actors send (K x a few rows), torch's per-op dispatch (~20 us an op here) is
+    most of a forward pass; numpy's matmul does the same 64x64 net about 5x faster. The arrays are views
+    of the net's parameters, so `copy_params_` into the net shows through without rebuilding anything.
+    Results equal torch's up to float32 rounding (ties in argmax may break the other way).
+    """
+    if not isinstance(net, EnsembleQNet):
+        return None
+    layers = [(lay.weight.detach().numpy(), lay.bias.detach().numpy()) for lay in net.torso]
+    w_head, b_head = net.head.weight.detach().numpy(), net.head.bias.detach().numpy()
+    value = None if net.value is None else (net.value.weight.detach().numpy(), net.value.bias.detach().numpy())
+
+    def forward(x_KBO: np.ndarray) -> np.ndarray:
+        h = x_KBO.reshape(*x_KBO.shape[:2], -1).astype(np.float32, copy=False)
+        for w, b in layers:
+            h = np.matmul(h, w)
+            h += b
+            np.maximum(h, 0.0, out=h)
+        adv = np.matmul(h, w_head)
+        adv += b_head
+        if value is None:
+            return adv
+        return np.matmul(h, value[0]) + value[1] + adv - adv.mean(axis=-1, keepdims=True)
+
+    return forward
 
 
 def copy_params_(dst: nn.Module, src: nn.Module) -> None:

@@ -16,6 +16,7 @@ Legend: R rows in a chunk, O observation shape.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -41,6 +42,19 @@ class NStep(NamedTuple):
     hor_R: np.ndarray
 
 
+@functools.lru_cache(maxsize=32)
+def _lookahead(rows: int, n: int, gamma: float) -> tuple[np.ndarray, ...]:
+    """Index arrays of `nstep_targets` that depend only on the chunk size (cached: a chunk flush is ~70
+    small numpy calls, and these are a third of them). Read-only: callers never write into them."""
+    arange_R = np.arange(rows)
+    idx_RJ = arange_R[:, None] + np.arange(n + 1)[None, :]   # row i + j for j = 0..n
+    arrays = (arange_R, idx_RJ < rows, np.minimum(idx_RJ, rows - 1), np.arange(n)[None, :],
+              gamma ** np.arange(n, dtype=np.float64))
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
 def nstep_targets(rew_R: np.ndarray, acted_R: np.ndarray, final_R: np.ndarray, term_R: np.ndarray,
                   gamma: float, n: int) -> NStep:
     """n-step return, discount and horizon of every step row of a chunk.
@@ -54,19 +68,14 @@ def nstep_targets(rew_R: np.ndarray, acted_R: np.ndarray, final_R: np.ndarray, t
     else gamma**h. A row whose bootstrap row lies past the chunk is not valid (carried to the next chunk).
     """
     rows = len(rew_R)
-    # Look-ahead matrices over j = 0..n (row i + j), padded past the chunk's end.
-    idx_RJ = np.arange(rows)[:, None] + np.arange(n + 1)[None, :]
-    inside_RJ = idx_RJ < rows
-    safe_RJ = np.minimum(idx_RJ, rows - 1)
-    final_RJ = np.asarray(final_R, dtype=bool)[safe_RJ] & inside_RJ
-    final_RJ[:, 0] = False
+    arange_R, inside_RJ, safe_RJ, arange_J, powers_J = _lookahead(rows, n, gamma)
+    # rows i + j for j = 1..n, clipped at the chunk's end, and whether they are final
+    final_RJ = np.asarray(final_R, dtype=bool)[safe_RJ[:, 1:]] & inside_RJ[:, 1:]
     # h = the first j in 1..n with row i + j final, else n
-    has_final = final_RJ[:, 1:].any(axis=1)
-    hor = np.where(has_final, final_RJ[:, 1:].argmax(axis=1) + 1, n)
-    boot = np.arange(rows) + hor
+    hor = np.where(final_RJ.any(axis=1), final_RJ.argmax(axis=1) + 1, n)
+    boot = arange_R + hor
     valid = np.asarray(acted_R, dtype=bool) & (boot < rows)
-    powers_J = gamma ** np.arange(n, dtype=np.float64)
-    rew_RJ = np.where(inside_RJ[:, :n] & (np.arange(n)[None, :] < hor[:, None]),
+    rew_RJ = np.where(inside_RJ[:, :n] & (arange_J < hor[:, None]),
                       np.asarray(rew_R, dtype=np.float64)[safe_RJ[:, :n]], 0.0)
     ret = np.where(valid, rew_RJ @ powers_J, 0.0).astype(np.float32)
     boot_safe = np.minimum(boot, rows - 1)

@@ -355,3 +355,16 @@ def test_tiny_values_merge_is_deep():
     v = tiny_values(learner={"max_lead": 0})
     assert v["learner"]["max_lead"] == 0 and v["learner"]["hidden"] == [16, 16]
     assert math.isinf(tiny_config().eval.stop_at)
+
+
+@pytest.mark.parametrize("dueling", [False, True])
+def test_numpy_forward_matches_torch_and_follows_in_place_copies(dueling):
+    from asyncdqn.nets import copy_params_, numpy_forward
+
+    net = EnsembleQNet(3, 5, 4, (16, 8), dueling).reset_parameters(0).requires_grad_(False)
+    fwd = numpy_forward(net)
+    x = np.random.default_rng(0).normal(size=(3, 7, 5)).astype(np.float32)
+    np.testing.assert_allclose(fwd(x), net(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
+    other = EnsembleQNet(3, 5, 4, (16, 8), dueling).reset_parameters(1)
+    copy_params_(net, other)  # the actors' copy is refreshed in place after learner calls
+    np.testing.assert_allclose(fwd(x), other(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
