@@ -631,6 +631,7 @@ def keys_in(text: str) -> list[str]:
         stripped = raw.strip()
         if stripped.startswith("[") and stripped.endswith("]"):
             section = stripped[1:-1] + "."
+            keys.append(stripped[1:-1])  # a section is a key too: [learner.sub] is the key learner.sub
         elif "=" in stripped:
             key = stripped.split("=", 1)[0].strip()
             keys += [key, section + key]
