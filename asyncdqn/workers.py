@@ -16,8 +16,9 @@ A worker builds each env with `env_fn` at its first reset.
 
 Faults: an env that raises in `step`/`reset` fails only that call (`EnvError` with the worker's
 traceback); the worker drops the env and rebuilds it at its next `reset`. A worker that dies (pipe EOF
-or process sentinel) is logged, reported to `on_worker_died` and replaced by a fresh process; its envs'
-pending calls fail with `WorkerDied`, as does each of its envs' next `step` until that env is reset.
+or process sentinel) is reported to `on_worker_died` (or logged as a warning when there is none) and
+replaced by a fresh process; its envs' pending calls fail with `WorkerDied`, as does each of its envs'
+next `step` until that env is reset.
 The death after `max_restarts` replacements fails its calls and all later ones with `TooManyRestarts`.
 
 Blocking: `step`/`reset` never block the loop. `start` forks or spawns processes (milliseconds; workers
@@ -412,10 +413,11 @@ class EnvWorkerPool:
             self._needs_reset[env] = True
             if env in self._inflight:
                 self._fail(env, self._failed if failed else WorkerDied(env, slot.worker, exitcode))
-        log.warning("env worker %d (envs %s) died with exit code %s; %s", slot.worker, list(slot.envs),
-                    exitcode, "giving up" if failed else f"restart {self.restarts}/{self.max_restarts}")
         if not failed:
             self._start_worker(slot)
         if self.on_worker_died is not None:
-            self.on_worker_died(death)
+            self.on_worker_died(death)  # the owner reports it (the runtime: an env_fault record)
+        else:
+            log.warning("env worker %d (envs %s) died with exit code %s; %s", slot.worker, list(slot.envs),
+                        exitcode, "giving up" if failed else f"restart {self.restarts}/{self.max_restarts}")
 

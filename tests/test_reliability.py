@@ -366,14 +366,19 @@ async def test_a_worker_that_dies_is_replaced_and_the_run_completes(tmp_path, mo
 
 
 @pytest.mark.timeout(90)
-def test_workers_that_keep_dying_stop_the_run_with_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+def test_workers_that_keep_dying_stop_the_run_with_one_line(tmp_path):
+    # A real process: stderr must hold the error line only (the deaths go to metrics.jsonl, not to a
+    # logging warning per death).
     scenario = tmp_path / "dying.toml"
     cfg = worker_config(tmp_path, max_worker_restarts=2)
     scenario.write_text(config.to_toml(cfg).replace('at = 40', 'at = 40\nalways = true'))
-    rc = main(["train", str(scenario), "--out", str(tmp_path / "run"), "--quiet"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and "env workers keep dying" in err[0], err
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "asyncdqn.cli", "train", str(scenario), "--out",
+                           str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, env=env, timeout=80)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(err) == 1 and "env workers keep dying" in err[0], err
+    deaths = [r for r in read_records(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "env_fault" and "worker" in r]
+    assert len(deaths) >= 3, deaths
 
 
 # ---------------------------------------------------------------------------------- frame-stack replay
