@@ -183,6 +183,8 @@ class EvalConfig:
     """Episodes of the final evaluation written to summary.json."""
     stop_at: float = math.inf
     """Stop training once a periodic evaluation's mean return reaches this (inf = never)."""
+    confirm_episodes: int = 0
+    """Before stopping at stop_at, evaluate this many more episodes (other seeds) and stop only if they reach it too."""
     keep_best: bool = True
     """Checkpoint and finally evaluate the policy with the best periodic evaluation, not the last."""
 
@@ -190,6 +192,7 @@ class EvalConfig:
         _require(self.every >= 0, "eval.every", "must be >= 0")
         _require(self.episodes >= 1, "eval.episodes", "must be >= 1")
         _require(self.final_episodes >= 1, "eval.final_episodes", "must be >= 1")
+        _require(self.confirm_episodes >= 0, "eval.confirm_episodes", "must be >= 0")
 
 
 @dataclass(frozen=True)

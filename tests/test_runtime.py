@@ -18,6 +18,7 @@ import torch
 
 from asyncdqn import checkpoint, config, runtime
 from asyncdqn.actors import Actor, EnvFaults, InferenceBatcher, StepGate, annealed_epsilon, epsilon_ladder
+from asyncdqn.evaluation import EvalResult
 from asyncdqn.metrics import plot_learning_curve, read_records, to_json
 from asyncdqn.nets import EnsembleQNet, GreedyPolicy
 from asyncdqn.transitions import ChunkBuilder
@@ -370,3 +371,30 @@ def test_numpy_forward_matches_torch_and_follows_in_place_copies(dueling):
     other = EnsembleQNet(3, 5, 4, (16, 8), dueling).reset_parameters(1)
     copy_params_(net, other)  # the actors' copy is refreshed in place after learner calls
     np.testing.assert_allclose(fwd(x), other(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.timeout(60)
+async def test_a_stop_needs_a_confirming_evaluation(tmp_path, monkeypatch):
+    # Scripted evaluations: the first periodic eval reaches stop_at but its confirmation does not, so the
+    # run goes on; the next one is confirmed and the run stops. The kept policy is ranked by the mean of
+    # all 10 + 20 episodes.
+    script = iter([500.0, 100.0, 480.0, 490.0])
+    calls = []
+
+    def fake_evaluate(make_env, policy, episodes, seed, parallel=10):
+        if len(calls) >= 4:  # the final evaluation
+            return EvalResult(np.full(episodes, 1.0), np.ones(episodes, dtype=np.int64))
+        calls.append((episodes, seed))
+        return EvalResult(np.full(episodes, next(script)), np.ones(episodes, dtype=np.int64))
+
+    monkeypatch.setattr(runtime, "evaluate", fake_evaluate)
+    cfg = tiny_config(total_steps=50_000, eval={"every": 300, "episodes": 10, "stop_at": 475.0,
+                                                "confirm_episodes": 20})
+    summary = await asyncio.wait_for(runtime.run(cfg, tmp_path), 45)
+    assert summary["stopped_early"] and summary["env_steps"] < 50_000
+    assert [c[0] for c in calls] == [10, 20, 10, 20]
+    assert calls[1][1] == calls[0][1] + 5_000 and calls[2][1] != calls[0][1]  # other starts each time
+    confirms = [r for r in read_records(tmp_path / "metrics.jsonl") if r["kind"] == "eval_confirm"]
+    assert [c["confirmed"] for c in confirms] == [False, True]
+    assert summary["best_periodic_eval"] == pytest.approx((10 * 480 + 20 * 490) / 30)
+    # 500 then 100 ranks the first policy at 233.3: below the confirmed one
