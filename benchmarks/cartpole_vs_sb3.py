@@ -7,6 +7,9 @@ Protocol, the same for both systems:
     - SB3: `EvalCallback(eval_freq=E, n_eval_episodes=10, deterministic=True)` on a separate, seeded env,
       with `StopTrainingOnRewardThreshold(475)` as `callback_on_new_best` and `best_model_save_path`.
     - asyncdqn: overrides `eval.every=E eval.episodes=10 eval.stop_at=475` (+ `eval.final_episodes=20`).
+      One difference, kept because it is the scenario's default: asyncdqn's cartpole scenario confirms a
+      stop on 20 more episodes (`eval.confirm_episodes=20`, other starts than the final evaluation's), so
+      it stops later than a bare 10-episode trigger would; pass `--set eval.confirm_episodes=0` for SB3's rule.
   * Then a final 20-episode greedy evaluation of the kept policy on fresh seeds. SB3: the best model
     EvalCallback saved (the final model if none was saved), evaluated here on an env seeded
     1_000_000 + 1000 * seed + episode; asyncdqn: `eval_return_mean` of summary.json (best periodic policy,
