@@ -104,6 +104,15 @@ class StepGate:
         self._opened.set()   # wake every waiter, then re-arm: a pulse
         self._opened.clear()
 
+    def advance_to(self, steps: int) -> None:
+        """Set the step count from outside: the Ray backend's learner-side gate mirrors its hosts' steps."""
+        self.steps = steps
+        self._wake_watchers()
+
+    async def limit_changed(self) -> None:
+        """Until the next `set_limit` (the Ray backend's pumps wait here while a host's actors are parked)."""
+        await self._opened.wait()
+
     def freeze(self) -> None:
         """Grant no more steps: each actor finishes the step it is in and parks."""
         self.limit = self.steps

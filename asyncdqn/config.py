@@ -4,8 +4,8 @@ Place in the flow: read first, by the CLI; every later stage receives the part i
 docstring (the string literal under it) is what `asyncdqn scenarios --fields` and the README show.
 
 A scenario TOML has top-level run fields and one table per section (`[env]`, `[actors]`, `[replay]`,
-`[learner]`, `[merge]`, `[eval]`, `[trading]`, `[faults]`). An override key is `section.field`, or a bare field name
-when only one section has it (`--set lr=1e-3`, `--set data=prices.csv`).
+`[learner]`, `[merge]`, `[eval]`, `[trading]`, `[faults]`, `[backend]`). An override key is `section.field`,
+or a bare field name when only one section has it (`--set lr=1e-3`, `--set data=prices.csv`).
 """
 
 from __future__ import annotations
@@ -238,6 +238,31 @@ class FaultsConfig:
 
 
 @dataclass(frozen=True)
+class BackendConfig:
+    kind: str = "local"
+    """'local': actors run as coroutines in this process; 'ray': in Ray actor processes (`pip install -e '.[ray]'`)."""
+    ray_address: str = ""
+    """Ray cluster to join ('host:port', 'ray://host:port' or 'auto'); empty = start a local Ray instance."""
+    hosts: int = 2
+    """Ray actor processes (hosts); each runs whole groups of K actors (one per net) as coroutines."""
+    host_cpus: float = 1.0
+    """CPUs each host reserves in Ray's scheduler (a local instance gets hosts * host_cpus)."""
+    weights_every: int = 0
+    """Learner updates between weight broadcasts to the hosts (0 = after every learner call)."""
+    max_restarts: int = 3
+    """Host processes that may die (Ray restarts them) in a run before it stops with an error."""
+
+    def __post_init__(self) -> None:
+        _require(self.kind in ("local", "ray"), "backend.kind", "must be 'local' or 'ray'")
+        _require(self.hosts >= 1, "backend.hosts", "must be >= 1")
+        _require(self.host_cpus >= 0, "backend.host_cpus", "must be >= 0")
+        _require(self.weights_every >= 0, "backend.weights_every", "must be >= 0")
+        _require(self.max_restarts >= 0, "backend.max_restarts", "must be >= 0")
+        _require("\n" not in self.ray_address and "\r" not in self.ray_address, "backend.ray_address",
+                 "must be one line")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     scenario: str = "custom"
     """Name of the scenario this config came from."""
@@ -261,6 +286,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     trading: TradingConfig = field(default_factory=TradingConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "seed", "must be >= 0")
@@ -269,12 +295,18 @@ class RunConfig:
         _require(self.torch_threads >= 1, "torch_threads", "must be >= 1")
         _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         _require(self.log_every >= 1, "log_every", "must be >= 1")
+        if self.backend.kind == "ray":
+            groups = math.ceil(self.actors.num_actors / self.learner.num_nets)
+            _require(self.backend.hosts <= groups, "backend.hosts", f"must be <= {groups}: each host runs whole "
+                     f"groups of learner.num_nets actors (actors.num_actors = {self.actors.num_actors})")
+            _require(self.actors.env_workers == 0, "actors.env_workers",
+                     "must be 0 with backend.kind = 'ray' (the envs step inside the Ray hosts)")
 
 
 SECTION_TYPES: dict[str, type] = {
     "env": EnvConfig, "actors": ActorConfig, "replay": ReplayConfig, "learner": LearnerConfig,
     "merge": MergeConfig, "eval": EvalConfig, "trading": TradingConfig,
-    "faults": FaultsConfig,
+    "faults": FaultsConfig, "backend": BackendConfig,
 }
 
 

@@ -1,10 +1,11 @@
 """The whole run in one coroutine: `run(config, out_dir)`.
 
-Place in the flow: owns every stage. One `asyncio.TaskGroup` holds the actors, the inference batcher, the
-queue consumer, the learner, the evaluator and the progress reporter; the metrics writer lives in an
-outer group so it can flush after the others stop. The learner decides the end (budget reached, or the
-stop event set by an evaluation reaching `eval.stop_at` or by the CLI); then the rest are cancelled and
-awaited, so no task outlives `run`. Signals are the CLI's business, not this module's.
+Place in the flow: owns every stage. One `asyncio.TaskGroup` holds the actors' side (a collection:
+`collection.LocalCollection`, the actors, inference batcher and queue consumer in this process, or
+`ray_runtime.RayCollection`, actors in Ray processes), the learner, the evaluator and the progress
+reporter; the metrics writer lives in an outer group so it can flush after the others stop. The learner
+decides the end (budget reached, or the stop event set by an evaluation reaching `eval.stop_at` or by the
+CLI); then the rest are cancelled and awaited, so no task outlives `run`. Signals are the CLI's business, not this module's.
 
 Replay ratio: the learner may make `ratio * (steps - learning_starts)` updates; actors may take at most
 `learning_starts + (updates + updates_per_call) / ratio + max_lead` steps. With max_lead = 0 actors and
@@ -14,8 +15,8 @@ learner alternate in lockstep, and a seeded run is reproducible bit for bit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
-import functools
 import json
 import math
 import sys
@@ -25,15 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from asyncdqn import checkpoint
-from asyncdqn.actors import Actor, EnvFaults, InferenceBatcher, StepGate, epsilon_ladder
+from asyncdqn.actors import StepGate, epsilon_ladder
+from asyncdqn.collection import LocalCollection
 from asyncdqn.config import RunConfig, to_dict, to_toml
 from asyncdqn.convnets import input_scale_for
-from asyncdqn.environments import FaultInjector, env_kwargs, make_env, spec_of, worker_env
+from asyncdqn.environments import env_kwargs, make_env, spec_of
 from asyncdqn.errors import RunFailed, UserError
 from asyncdqn.evaluation import EvalResult, evaluate
 from asyncdqn.frames import FramePool
@@ -42,8 +43,6 @@ from asyncdqn.merge import ScoreBoard
 from asyncdqn.metrics import MetricsWriter, plot_learning_curve, to_json
 from asyncdqn.nets import GreedyPolicy, copy_params_
 from asyncdqn.replay import ReplayPool
-from asyncdqn.transitions import ChunkBuilder
-from asyncdqn.workers import EnvWorkerPool, WorkerDeath
 
 # The learner thread releases the GIL inside each torch kernel and must win it back from the actors'
 # event loop for the next op; at the default 5 ms switch interval a ~1 ms update then waits up to 5 ms
@@ -101,7 +100,18 @@ async def run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None
     `stop` ends the run early (with the final evaluation); set `interrupt` as well and the final
     evaluation is skipped: the run saves a resumable checkpoint and returns at once (the CLI's SIGINT).
     `resume` is the `resume` entry of a checkpoint: the run continues where that checkpoint left it.
+    With `backend.kind = "ray"` the actors run in Ray actor processes (`ray_runtime.RayCollection`); the rest
+    of the run is the same code.
     """
+    collection_class, session = LocalCollection, contextlib.nullcontext()
+    if cfg.backend.kind == "ray":
+        try:
+            from asyncdqn.ray_runtime import RayCollection, ray_session
+        except ImportError as exc:
+            if exc.name is None or exc.name.split(".")[0] != "ray":
+                raise
+            raise UserError("--backend ray needs Ray: pip install -e '.[ray]'") from None
+        collection_class, session = RayCollection, ray_session(cfg.backend)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.torch_threads)
@@ -110,7 +120,9 @@ async def run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None
     old_switch = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
-        return await _run(cfg, out_dir, progress, stop, interrupt or asyncio.Event(), resume, t0)
+        with session:
+            return await _run(cfg, out_dir, progress, stop, interrupt or asyncio.Event(), resume, t0,
+                              collection_class)
     finally:
         sys.setswitchinterval(old_switch)
 
@@ -126,7 +138,8 @@ async def _first(*aws) -> None:
 
 
 async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None] | None,
-               stop: asyncio.Event, interrupt: asyncio.Event, resume: dict | None, t0: float) -> dict:
+               stop: asyncio.Event, interrupt: asyncio.Event, resume: dict | None, t0: float,
+               collection_class: type = LocalCollection) -> dict:
 
     seq_init, seq_replay, seq_eval, *seq_actors = np.random.SeedSequence(cfg.seed).spawn(3 + cfg.actors.num_actors)
     train_kwargs, eval_kwargs = env_kwargs(cfg, evaluation=False), env_kwargs(cfg, evaluation=True)
@@ -139,14 +152,12 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     learner = Learner(cfg.learner, cfg.merge, spec.obs_shape, spec.n_actions, int(seq_init.generate_state(1)[0]),
                       input_scale_for(spec.obs_dtype, first_env.observation_space.high))
     acting = copy.deepcopy(learner.online).requires_grad_(False)  # the actors' copy, refreshed after updates
-    batcher = InferenceBatcher(acting, cfg.actors.num_actors, spec.obs_shape, spec.obs_dtype)
     if cfg.replay.frames == "stack" and len(spec.obs_shape) < 2:
         raise UserError(f"config: replay.frames = 'stack' needs stacked frames; this env's observations have "
                         f"shape {spec.obs_shape}")
     pool_class = FramePool if cfg.replay.frames == "stack" else ReplayPool
     replay = pool_class(cfg.replay.capacity, spec.obs_shape, spec.obs_dtype, np.random.default_rng(seq_replay),
                         cfg.replay.prioritized, cfg.replay.alpha, k)
-    queue: asyncio.Queue = asyncio.Queue(maxsize=cfg.actors.queue_chunks)
     total_updates, step_limit = budget(cfg)
     gate = StepGate(step_limit(0))
     returns = ScoreBoard(k, cfg.merge.score_window)
@@ -155,28 +166,18 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     state = {"updates": 0, "stats": [], "last_eval": math.nan, "evals": 0, "next_eval": cfg.eval.every,
              "wall_before": 0.0}
     best = _Best()
-    faults = EnvFaults(cfg.faults.max_env_restarts, cfg.faults.restart_backoff_s,
-                       lambda rec: writer.emit({**rec, "env_steps": gate.steps}))
-    pool = _worker_pool(cfg, train_kwargs, spec, lambda rec: writer.emit({**rec, "env_steps": gate.steps}))
-    if pool is not None:
-        first_env.close()  # it told us the spec; the training envs live in the workers
-    actors = [_make_actor(cfg, i, seq_actors[i], train_kwargs, spec, first_env if i == 0 else None, pool)
-              for i in range(cfg.actors.num_actors)]
+    collection = collection_class(cfg, seq_actors, train_kwargs, spec, first_env, acting, gate, replay, ladder,
+                                  lambda rec: writer.emit({**rec, "env_steps": gate.steps}))
     if resume is not None:
         try:
-            _restore(resume, learner, replay, returns, actors, state, best, gate, step_limit)
+            _restore(resume, learner, replay, returns, collection, state, best, gate, step_limit)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise UserError(f"the checkpoint's resume state is damaged or from another config ({reason})") from None
         copy_params_(acting, learner.online)
+        collection.published(state["updates"])
     checkpoint.atomic_write_text(out_dir / "config.toml", to_toml(cfg))  # only once the env and state are good
     writer = MetricsWriter(out_dir / "metrics.jsonl", out_dir / "tensorboard")
-
-    ladder_list = ladder.tolist()
-    anneal = max(1, cfg.actors.eps_anneal_steps)
-
-    def epsilon(actor: int) -> float:  # annealed_epsilon for one actor, in scalar form (hot path)
-        return 1.0 + (ladder_list[actor] - 1.0) * min(1.0, gate.steps / anneal)
 
     def on_episode(actor: int, net: int, ret: float, length: int) -> None:
         returns.add_return(net, ret)
@@ -190,25 +191,11 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
     def make_eval_env():
         return make_env(cfg.env, eval_kwargs)
 
-    def drain() -> None:
-        while not queue.empty():
-            replay.add(queue.get_nowait())
-
-    async def consume() -> None:
-        while True:
-            replay.add(await queue.get())
-
-    async def quiesce() -> None:
-        """Let every actor finish its step and park at the gate, and move every queued chunk to replay."""
-        gate.freeze()
-        await gate.wait_parked(len(actors))
-        drain()
-
     async def save_checkpoint(policy: GreedyPolicy) -> None:
         """Quiesce, snapshot on the loop (copies), write in a thread, then let the actors go on."""
-        await quiesce()
-        payload = _payload(cfg, spec, env_meta, learner, policy, replay, returns, actors, state, best, gate,
-                           time.perf_counter() - t0)
+        await collection.quiesce()
+        payload = _payload(cfg, spec, env_meta, learner, policy, replay, returns, collection.actor_states(), state,
+                           best, gate, time.perf_counter() - t0)
         await asyncio.to_thread(checkpoint.save, out_dir / checkpoint.FILENAME, payload)
         gate.set_limit(step_limit(state["updates"]))
 
@@ -225,8 +212,7 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
             await _first(gate.wait_steps(limit), stop.wait())
             if stop.is_set():
                 return False
-            await gate.wait_parked(len(actors))
-            drain()
+            await collection.settle()
         return True
 
     async def learn() -> None:
@@ -237,8 +223,7 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
             if stop.is_set():
                 break
             if lockstep:  # sample only once every actor is parked and every chunk is in: a fixed schedule
-                await gate.wait_parked(len(actors))
-                drain()
+                await collection.settle()
             if len(replay) == 0 and not await fill_pool():
                 break
             beta = cfg.replay.beta + (1 - cfg.replay.beta) * min(1.0, gate.steps / cfg.total_steps)
@@ -250,6 +235,7 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
             for b, s in zip(batches, stats):
                 replay.update_priorities(b.idx_KB, s.td_abs_KB, b.stamp_KB)
             copy_params_(acting, learner.online)
+            collection.published(state["updates"])
             state["stats"] = stats
             for m in merges:
                 _log_merge(writer, m, gate.steps, replay)
@@ -263,7 +249,7 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
         while True:
             await gate.wait_steps(nxt)
             _log_train(writer, state["stats"], state, learner.skipped, gate.steps, time.perf_counter() - t0,
-                       queue, replay, batcher, recent)
+                       collection, replay, recent)
             nxt = gate.steps + cfg.log_every
 
     async def evaluate_periodically() -> None:
@@ -298,23 +284,20 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
         while True:
             progress(Progress(gate.steps, cfg.total_steps, state["updates"],
                               gate.steps / max(1e-9, time.perf_counter() - t0),
-                              float(np.mean(recent)) if recent else math.nan, queue.qsize(),
+                              float(np.mean(recent)) if recent else math.nan, collection.queue_depth(),
                               [round(float(w), 3) for w in learner.weights_K], state["last_eval"]))
             await asyncio.sleep(0.25)
 
     async with asyncio.TaskGroup() as outer:
         outer.create_task(writer.run())
         try:
-            if pool is not None:
-                await pool.start()
             async with asyncio.TaskGroup() as tg:
-                helpers = [tg.create_task(batcher.serve()), tg.create_task(consume()),
-                           tg.create_task(evaluate_periodically()), tg.create_task(log_periodically())]
+                helpers = [tg.create_task(evaluate_periodically()), tg.create_task(log_periodically())]
                 if progress is not None:
                     helpers.append(tg.create_task(report()))
-                helpers += [tg.create_task(a.run(batcher, gate, queue, epsilon, on_episode, faults)) for a in actors]
+                helpers += await collection.start(tg, on_episode)
                 await tg.create_task(learn())
-                await quiesce()  # every actor parked between two steps: their state can be saved
+                await collection.quiesce()  # every actor parked between two steps: their state can be saved
                 for task in helpers:
                     task.cancel()
             train_wall = time.perf_counter() - t0
@@ -325,56 +308,19 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
                 final = await asyncio.to_thread(evaluate, make_eval_env, final_policy, cfg.eval.final_episodes,
                                                 eval_seed)
                 writer.emit({"kind": "final_eval", "env_steps": gate.steps, "mean": final.mean, "std": final.std})
-            payload = _payload(cfg, spec, env_meta, learner, final_policy, replay, returns, actors, state, best,
-                               gate, train_wall)
+            payload = _payload(cfg, spec, env_meta, learner, final_policy, replay, returns, collection.actor_states(),
+                               state, best, gate, train_wall)
             await asyncio.to_thread(checkpoint.save, out_dir / checkpoint.FILENAME, payload)
             summary = _summary(cfg, gate.steps, state, learner.skipped, train_wall, time.perf_counter() - t0,
-                               final, best, final_policy, stop.is_set(), interrupted, faults, batcher, replay)
+                               final, best, final_policy, stop.is_set(), interrupted, collection, replay)
             checkpoint.atomic_write_text(out_dir / "summary.json", json.dumps(json.loads(to_json(summary)),
                                                                               indent=2))
         finally:
             writer.close()
-            if pool is not None:
-                await pool.aclose()
-            for a in actors:
-                if a.env is not None:
-                    a.env.close()
+            await collection.aclose()
     plot_learning_curve(out_dir / "metrics.jsonl", out_dir / "learning_curve.png",
                         f"{cfg.scenario} (seed {cfg.seed}, K={k})")
     return summary
-
-
-def _worker_pool(cfg: RunConfig, train_kwargs: dict, spec, log: Callable[[dict], None]) -> EnvWorkerPool | None:
-    """The env worker processes (`actors.env_workers`), or None when the envs step on the event loop."""
-    if cfg.actors.env_workers == 0:
-        return None
-
-    def died(d: WorkerDeath) -> None:
-        log({"kind": "env_fault", "worker": d.worker, "exit_code": d.exitcode, "envs": list(d.envs),
-             "worker_restarts": d.restarts, "error": f"env worker {d.worker} died (exit code {d.exitcode})"})
-
-    return EnvWorkerPool(functools.partial(worker_env, cfg.env, train_kwargs, cfg.faults.env_error_rate),
-                         cfg.actors.num_actors, None if cfg.actors.env_workers < 0 else cfg.actors.env_workers,
-                         spec.obs_shape, spec.obs_dtype, max_restarts=cfg.faults.max_worker_restarts,
-                         on_worker_died=died)
-
-
-def _make_actor(cfg: RunConfig, i: int, seq: np.random.SeedSequence, train_kwargs: dict, spec,
-                env: gym.Env | None, pool: EnvWorkerPool | None = None) -> Actor:
-    """Actor i: its env (`env`, or a new one; wrapped for fault injection when asked; or env i of the worker
-    `pool`), seed, chunk builder and RNG."""
-    seq_rng, seq_faults = seq.spawn(2)
-    fault_rng = np.random.default_rng(seq_faults)
-    rate = cfg.faults.env_error_rate
-
-    def wrap(env: gym.Env) -> gym.Env:
-        return FaultInjector(env, rate, fault_rng) if rate > 0 else env
-
-    builder = ChunkBuilder(cfg.actors.chunk_rows, spec.obs_shape, spec.obs_dtype, cfg.learner.gamma,
-                           cfg.actors.n_step, net=i % cfg.learner.num_nets)
-    return Actor(i, lambda: wrap(make_env(cfg.env, train_kwargs)), int(seq.generate_state(1)[0] % 2**31),
-                 builder, np.random.default_rng(seq_rng), env=wrap(env) if env is not None and pool is None else None,
-                 pool=pool, n_actions=spec.n_actions)
 
 
 def _diverged_message(cfg: RunConfig, learner: Learner, out_dir: Path) -> str:
@@ -386,14 +332,14 @@ def _diverged_message(cfg: RunConfig, learner: Learner, out_dir: Path) -> str:
 
 
 def _payload(cfg: RunConfig, spec, env_meta: dict, learner: Learner, policy: GreedyPolicy, replay: ReplayPool,
-             returns: ScoreBoard, actors: list[Actor], state: dict, best: _Best, gate: StepGate,
+             returns: ScoreBoard, actor_states: list[dict], state: dict, best: _Best, gate: StepGate,
              wall: float) -> dict:
     """The checkpoint: the policy for eval/backtest, and (under `resume`) everything an exact resume needs.
     Call only while the actors are parked; arrays are copied, so the write may run in a thread."""
     resume = {
         "learner": copy.deepcopy(learner.state_dict()),
         "replay": replay.state_dict(with_rows=cfg.checkpoint_replay),
-        "actors": [a.state_dict() for a in actors],
+        "actors": actor_states,
         "returns": returns.state_dict(),
         "run": {"env_steps": gate.steps, "updates": state["updates"], "evals": state["evals"],
                 "last_eval": state["last_eval"], "next_eval": state["next_eval"],
@@ -413,16 +359,15 @@ def _payload(cfg: RunConfig, spec, env_meta: dict, learner: Learner, policy: Gre
     }
 
 
-def _restore(resume: dict, learner: Learner, replay: ReplayPool, returns: ScoreBoard, actors: list[Actor],
+def _restore(resume: dict, learner: Learner, replay: ReplayPool, returns: ScoreBoard, collection: LocalCollection,
              state: dict, best: _Best, gate: StepGate, step_limit: Callable[[int], int]) -> None:
     """Put a checkpoint's `resume` state back into freshly built parts (the inverse of `_payload`)."""
-    if len(resume["actors"]) != len(actors):
-        raise UserError(f"checkpoint has {len(resume['actors'])} actors; the config asks for {len(actors)}")
+    if len(resume["actors"]) != collection.num_actors:
+        raise UserError(f"checkpoint has {len(resume['actors'])} actors; the config asks for {collection.num_actors}")
     learner.load_state_dict(resume["learner"])
     replay.load_state_dict(resume["replay"])
     returns.load_state_dict(resume["returns"])
-    for actor, saved in zip(actors, resume["actors"]):
-        actor.load_state_dict(saved)
+    collection.load_actor_states(resume["actors"])
     run_state = resume["run"]
     gate.steps = int(run_state["env_steps"])
     state.update(updates=int(run_state["updates"]), evals=int(run_state["evals"]),
@@ -442,8 +387,7 @@ def _log_merge(writer: MetricsWriter, m: MergeEvent, steps: int, replay: ReplayP
 
 
 def _log_train(writer: MetricsWriter, stats: list[UpdateStats], state: dict, skipped: int, steps: int,
-               wall: float, queue: asyncio.Queue, replay: ReplayPool, batcher: InferenceBatcher,
-               recent: deque) -> None:
+               wall: float, collection: LocalCollection, replay: ReplayPool, recent: deque) -> None:
     applied = [s.loss_K for s in stats if not s.skipped]
     loss = np.mean(applied, axis=0) if applied else []
     writer.emit({"kind": "train", "env_steps": steps, "updates": state["updates"], "wall_s": wall,
@@ -451,13 +395,12 @@ def _log_train(writer: MetricsWriter, stats: list[UpdateStats], state: dict, ski
                  "steps_per_s": steps / max(wall, 1e-9), "loss": float(np.mean(loss)) if len(loss) else None,
                  "loss_per_net": loss, "q_mean": float(np.mean([s.q_mean for s in stats if not s.skipped]))
                  if applied else None,
-                 "skipped_updates": skipped, "queue_depth": queue.qsize(), "replay_rows": len(replay),
-                 "actors_per_forward": batcher.requests / max(1, batcher.forwards)})
+                 "skipped_updates": skipped, "replay_rows": len(replay), **collection.train_record()})
 
 
 def _summary(cfg: RunConfig, steps: int, state: dict, skipped: int, train_wall: float, wall: float,
              final: EvalResult | None, best: _Best, policy: GreedyPolicy, stopped: bool, interrupted: bool,
-             faults: EnvFaults, batcher: InferenceBatcher, replay: ReplayPool) -> dict:
+             collection: LocalCollection, replay: ReplayPool) -> dict:
     """summary.json. An interrupted run has no final evaluation: its eval fields are null."""
     return {
         "scenario": cfg.scenario, "seed": cfg.seed, "env": cfg.env.factory or cfg.env.id,
@@ -471,7 +414,6 @@ def _summary(cfg: RunConfig, steps: int, state: dict, skipped: int, train_wall: 
         "best_periodic_eval": best.mean if best.policy is not None else None,
         "best_periodic_eval_env_steps": best.env_steps if best.policy is not None else None,
         "stopped_early": stopped, "interrupted": interrupted, "resumed": state["wall_before"] > 0,
-        "env_faults": faults.total, "merge_weights": policy.w_K.reshape(-1).tolist(),
-        "actors_per_forward": round(batcher.requests / max(1, batcher.forwards), 2),
+        "merge_weights": policy.w_K.reshape(-1).tolist(), **collection.summary(),
         "replay_bytes_per_row": replay.nbytes_per_row(),
     }
