@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--env", default=None, help="gymnasium id to train on instead, e.g. Acrobot-v1 or pkg:Env-v0")
     t.add_argument("--env-factory", default=None, help="pkg.module:callable returning a gymnasium.Env")
     t.add_argument("--force", action="store_true", help="overwrite a run folder that holds a checkpoint")
+    t.add_argument("--backend", choices=["local", "ray"], default=None,
+                   help="where the actors run: this process (local) or Ray actor processes (ray; pip install -e '.[ray]')")
+    t.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join the Ray cluster at ADDR (host:port, ray://host:port or auto; implies --backend ray); "
+                        "without it --backend ray starts a local Ray instance")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("eval", help="greedy evaluation of a checkpoint")
@@ -91,7 +96,20 @@ def _progress_display():
     return bar, update
 
 
+def _backend_overrides(args: argparse.Namespace) -> list[str]:
+    """--backend / --ray-address as config overrides."""
+    if args.ray_address is not None and args.backend == "local":
+        raise UserError("--ray-address needs --backend ray (the local backend runs no Ray)")
+    out = []
+    if args.backend is not None or args.ray_address is not None:
+        out.append(f"backend.kind={json.dumps(args.backend or 'ray')}")
+    if args.ray_address is not None:
+        out.append(f"backend.ray_address={json.dumps(args.ray_address)}")
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    args.overrides = list(args.overrides) + _backend_overrides(args)
     if args.resume is not None:
         cfg, out, resume = _resume_setup(args)
     else:
@@ -124,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-RESUMABLE_KEYS = {"total_steps"}
+RESUMABLE_KEYS = {"total_steps", "backend.kind", "backend.ray_address"}  # where the actors run may change
 
 
 def _resume_setup(args: argparse.Namespace):
@@ -148,7 +166,8 @@ def _resume_setup(args: argparse.Namespace):
     for item in args.overrides:
         key = item.split("=", 1)[0].strip()
         if key not in RESUMABLE_KEYS:
-            raise UserError(f"--resume: {key!r} cannot change in a resumed run (only {', '.join(RESUMABLE_KEYS)})")
+            raise UserError(f"--resume: {key!r} cannot change in a resumed run "
+                            f"(only {', '.join(sorted(RESUMABLE_KEYS))})")
     cfg = config.from_dict(config.apply_overrides(ckpt["config"], args.overrides))
     if done >= cfg.total_steps:
         raise UserError(f"{args.resume}: the run already took {done} of total_steps = {cfg.total_steps} steps; "
