@@ -80,7 +80,10 @@ class ActorHost:
 
     async def start(self, incarnation: int, weights: list | None, version: int, offset: int,
                     actor_states: list | None = None) -> int:
-        """Build and start the actors; a restarted host (`incarnation` > 0) seeds them anew. The process id."""
+        """Build and start the actors; a restarted host (`incarnation` > 0) seeds them anew. The process id.
+        Actors of an earlier `start` in this process are stopped first (a pull that failed in transit is
+        treated as a death, though the process may still be alive)."""
+        await self.stop()
         cfg, spec, n = self.cfg, self.spec, len(self.ids)
         if weights is not None:
             load_weights_(self.acting, weights)
@@ -165,7 +168,7 @@ class ActorHost:
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for a in self.actors:
+        for a in getattr(self, "actors", []):
             if a.env is not None:
                 a.env.close()
 

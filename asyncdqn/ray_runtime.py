@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import math
 import socket
@@ -31,7 +32,7 @@ import uuid
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from asyncdqn.actors import EpisodeHook, StepGate
 from asyncdqn.config import BackendConfig, RunConfig
@@ -41,6 +42,7 @@ from asyncdqn.ray_backend import PULL_WAIT_S, Delivery, RemoteHost, host_groups
 
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # a local instance's shared-memory store: chunks and weights are small
 CONNECT_TIMEOUT_S = 5.0
+START_TIMEOUT_S = 120.0  # a (re)started host imports torch and builds its envs; a loaded machine is slow
 
 
 def check_reachable(address: str) -> None:
@@ -162,11 +164,20 @@ class RayCollection:
         states = None
         if self.states is not None and self.incarnation[h] == 0:
             states = [self.states[i] for i in self.groups[h]]
-        try:
-            await self.hosts[h].start.remote(self.incarnation[h], self.weights_ref, self.version, self._offset(h),
-                                             states)
-        except RayActorError as exc:
-            raise RunFailed(f"Ray host {h} could not be (re)started: {_first_line(exc)}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        while True:
+            try:
+                await self.hosts[h].start.remote(self.incarnation[h], self.weights_ref, self.version,
+                                                 self._offset(h), states)
+                break
+            except ActorUnavailableError as exc:  # Ray is restarting it: ask again shortly
+                if loop.time() > deadline:
+                    raise RunFailed(f"Ray host {h} was not back within {START_TIMEOUT_S:g} s: "
+                                    f"{_first_line(exc)}") from None
+                await asyncio.sleep(0.2)
+            except RayActorError as exc:
+                raise RunFailed(f"Ray host {h} could not be (re)started: {_first_line(exc)}") from None
         self.sent_version[h] = self.version
 
     async def _pump(self, h: int) -> None:
@@ -243,7 +254,7 @@ class RayCollection:
         """Every actor parked between two steps, every chunk in the pool, and every actor's state here."""
         states: list = [None] * self.num_actors
         for ids, d in zip(self.groups, await self._settle("quiesce")):
-            for i, s in zip(ids, d.actor_states):
+            for i, s in zip(ids, copy.deepcopy(d.actor_states)):  # writable copies of Ray's read-only arrays
                 states[i] = s
         self.states = states
 

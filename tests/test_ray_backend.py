@@ -73,8 +73,8 @@ async def test_host_parks_at_its_limit_stamps_versions_and_returns_states_when_q
 # ------------------------------------------------------------------------------ a local Ray instance
 
 
-@pytest.fixture(scope="module")
-def local_ray():
+@pytest.fixture
+def local_ray():  # per test: a running Ray would be reused by every later run (`ray_runtime.ray_session`)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
              logging_level="ERROR")
     yield
@@ -83,7 +83,7 @@ def local_ray():
 
 @pytest.mark.timeout(180)
 def test_a_killed_host_is_restarted_and_the_run_completes(local_ray, tmp_path):
-    cfg = tiny_config(total_steps=6000, backend={"kind": "ray", "hosts": 2, "max_restarts": 2})
+    cfg = tiny_config(total_steps=3000, backend={"kind": "ray", "hosts": 2, "max_restarts": 2})
     killed = []
 
     async def kill_a_host_mid_run() -> None:
