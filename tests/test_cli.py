@@ -265,7 +265,7 @@ def test_train_eval_and_refuse_to_overwrite(capsys, tmp_path):
     assert (summary["scenario"], summary["seed"], summary["env_steps"]) == ("cartpole", 3, 600)
     cfg = config.from_dict(tomllib.loads((out / "config.toml").read_text()))
     assert (cfg.total_steps, cfg.seed, cfg.learner.hidden, cfg.actors.num_actors) == (600, 3, (16, 16), 2)
-    assert cfg.learner.lr == 1e-3 and cfg.eval.stop_at == 475.0  # values the overrides left alone
+    assert cfg.learner.lr == 1e-3 and cfg.eval.stop_at == 490.0  # values the overrides left alone
 
     rc, stdout, err = run_cli(capsys, ["eval", out, "--episodes", "3", "--seed", "7"])
     assert rc == 0 and err == ""
