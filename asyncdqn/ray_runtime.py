@@ -113,6 +113,7 @@ class RayCollection:
                       for h, ids in enumerate(self.groups)]
         n = len(self.hosts)
         self.base, self.steps, self.incarnation = [0] * n, [0] * n, [0] * n
+        self.before = 0
         self.sent_version = [0] * n
         self.locks = [asyncio.Lock() for _ in range(n)]
         self.version, self.updates, self.weights_ref, self.weights_bytes = 0, 0, None, 0
@@ -148,14 +149,16 @@ class RayCollection:
         self.weights_bytes = sum(a.nbytes for a in arrays)
 
     def _limit(self, h: int) -> int:
-        """Host h's step limit: its share of the learner's limit, less the steps of its earlier lives."""
-        return max(0, step_share(self.gate.limit, self.cum, h) - self.base[h])
+        """Host h's step limit: its share of the steps the learner allows this run (a resumed run's earlier
+        steps left out), less the steps of the host's earlier lives."""
+        return max(0, step_share(max(0, self.gate.limit - self.before), self.cum, h) - self.base[h])
 
     def _offset(self, h: int) -> int:
         return self.gate.steps - self.steps[h]
 
     async def start(self, tg: asyncio.TaskGroup, on_episode: EpisodeHook) -> list[asyncio.Task]:
         self.on_episode = on_episode
+        self.before = self.gate.steps  # steps of the run before this start (a resume)
         await asyncio.gather(*(self._start(h) for h in range(len(self.hosts))))
         self.states = None
         return [tg.create_task(self._pump(h)) for h in range(len(self.hosts))]
@@ -225,7 +228,7 @@ class RayCollection:
             self.bytes_in, self.steps_in = self.bytes_in + chunk_nbytes(chunk), self.steps_in + chunk.steps
         self.steps[h] = d.steps
         self.forwards[h], self.requests[h], self.waiting[h] = d.forwards, d.requests, len(d.chunks)
-        self.gate.advance_to(sum(self.base) + sum(self.steps))
+        self.gate.advance_to(self.before + sum(self.base) + sum(self.steps))
         for episode in d.episodes:
             self.on_episode(*episode)
         for rec in d.faults:

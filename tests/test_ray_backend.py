@@ -1,6 +1,6 @@
 """The Ray backend: how actors are split over hosts, a host driven by hand (no Ray needed), a run on a local
-Ray instance whose host process is SIGKILLed mid-run, and the one-line errors of `--backend ray`.
-CartPole to the scenario's threshold with `--backend ray` is a slow test."""
+Ray instance (resumed from a local run) whose host process is SIGKILLed mid-run, and the one-line errors of
+`--backend ray`. CartPole to the scenario's threshold with `--backend ray` is a slow test."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from asyncdqn import config, runtime  # noqa: E402
+from asyncdqn import checkpoint, config, runtime  # noqa: E402
 from asyncdqn.cli import main  # noqa: E402
 from asyncdqn.environments import env_kwargs, make_env, spec_of  # noqa: E402
 from asyncdqn.errors import UserError  # noqa: E402
@@ -82,13 +82,16 @@ def local_ray():  # per test: a running Ray would be reused by every later run (
 
 
 @pytest.mark.timeout(180)
-def test_a_killed_host_is_restarted_and_the_run_completes(local_ray, tmp_path):
+def test_a_resumed_run_on_ray_completes_though_a_host_is_killed_mid_run(local_ray, tmp_path):
+    before = tiny_config()  # 1100 steps in this process, then resumed on Ray hosts up to 3000
+    run_in_fresh_loop(runtime.run(before, tmp_path))
+    resume = checkpoint.load(tmp_path)["resume"]
     cfg = tiny_config(total_steps=3000, backend={"kind": "ray", "hosts": 2, "max_restarts": 2})
     killed = []
 
     async def kill_a_host_mid_run() -> None:
         metrics = tmp_path / "metrics.jsonl"
-        while not (metrics.exists() and any(r["kind"] == "train" for r in read_records(metrics))):
+        while not any(r["kind"] == "train" and r["env_steps"] > before.total_steps for r in read_records(metrics)):
             await asyncio.sleep(0.1)
         names = [n for n in ray.util.list_named_actors() if n.startswith("asyncdqn-host-1-")]
         pid = await ray.get_actor(names[0]).pid.remote()
@@ -98,19 +101,22 @@ def test_a_killed_host_is_restarted_and_the_run_completes(local_ray, tmp_path):
     async def both():
         killer = asyncio.ensure_future(kill_a_host_mid_run())
         try:
-            return await runtime.run(cfg, tmp_path)
+            return await runtime.run(cfg, tmp_path, resume=resume)
         finally:
             killer.cancel()
 
     summary = run_in_fresh_loop(both())
     assert killed, "the run ended before a host could be killed"
-    assert summary["host_restarts"] == 1 and summary["env_steps"] == cfg.total_steps
+    assert summary["host_restarts"] == 1 and summary["env_steps"] == cfg.total_steps and summary["resumed"]
     assert summary["updates"] == int(cfg.learner.replay_ratio * (cfg.total_steps - cfg.learner.learning_starts))
     records = read_records(tmp_path / "metrics.jsonl")
     faults = [r for r in records if r["kind"] == "host_fault"]
     assert len(faults) == 1 and faults[0]["host"] == 1 and faults[0]["lost_actors"] == [2]
     train = [r for r in records if r["kind"] == "train"]
-    assert all(r["policy_lag_updates_mean"] is None or r["policy_lag_updates_mean"] >= 0 for r in train)
+    steps = [r["env_steps"] for r in train]
+    assert steps == sorted(steps)  # the hosts' steps continue the resumed count, never restart it
+    lags = [r["policy_lag_updates_mean"] for r in train if r["env_steps"] > before.total_steps]
+    assert lags and all(lag is None or lag >= 0 for lag in lags)
     assert summary["weight_broadcasts"] >= 1 and summary["chunk_bytes_per_step"] > 0
 
 
