@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--env-factory", default=None, help="pkg.module:callable returning a gymnasium.Env")
     t.add_argument("--force", action="store_true", help="overwrite a run folder that holds a checkpoint")
     t.add_argument("--backend", choices=["local", "ray"], default=None,
-                   help="where the actors run: this process (local) or Ray actor processes (ray; pip install -e '.[ray]')")
+                   help="where the actors run: this process (local) or Ray actor processes "
+                        "(ray; pip install -e '.[ray]')")
     t.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="join the Ray cluster at ADDR (host:port, ray://host:port or auto; implies --backend ray); "
                         "without it --backend ray starts a local Ray instance")

@@ -32,7 +32,7 @@ import uuid
 
 import numpy as np
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from asyncdqn.actors import EpisodeHook, StepGate
 from asyncdqn.config import BackendConfig, RunConfig
@@ -76,8 +76,7 @@ def ray_session(backend: BackendConfig):
             ray.init(num_cpus=max(1, math.ceil(backend.hosts * backend.host_cpus)), include_dashboard=False,
                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"Ray did not start ({reason})") from None
+        raise UserError(f"Ray did not start ({_first_line(exc)})") from None
     try:
         yield
     finally:
@@ -147,6 +146,11 @@ class RayCollection:
         self.version += 1
         self.broadcast_at[self.version] = updates
         self.weights_bytes = sum(a.nbytes for a in arrays)
+        # A host's chunks carry at least the version it had before its pending pull, so older entries are done
+        # with (the map would otherwise grow by one entry per learner call).
+        oldest = min(self.sent_version)
+        for v in [v for v in self.broadcast_at if v < oldest]:
+            del self.broadcast_at[v]
 
     def _limit(self, h: int) -> int:
         """Host h's step limit: its share of the steps the learner allows this run (a resumed run's earlier
@@ -181,6 +185,10 @@ class RayCollection:
                 await asyncio.sleep(0.2)
             except RayActorError as exc:
                 raise RunFailed(f"Ray host {h} could not be (re)started: {_first_line(exc)}") from None
+            except RayTaskError as exc:  # its actors could not be built there: an env or a module missing on a node
+                cause = getattr(exc, "cause", None) or exc
+                raise RunFailed(f"Ray host {h} could not build its actors: {type(cause).__name__}: "
+                                f"{_first_line(cause)}") from None
         self.sent_version[h] = self.version
 
     async def _pump(self, h: int) -> None:
@@ -222,9 +230,12 @@ class RayCollection:
         """A delivery's chunks into replay, its steps into the gate, its episodes and faults into the log."""
         for chunk, version in zip(d.chunks, d.versions):
             self.replay.add(chunk)
-            lag = self.updates - self.broadcast_at[version]
-            self.lag_sum, self.lag_count, self.lag_max = self.lag_sum + lag, self.lag_count + 1, max(self.lag_max, lag)
-            self.lag_total, self.lag_chunks = self.lag_total + lag, self.lag_chunks + 1
+            made_at = self.broadcast_at.get(version)  # always there (see `published`); a metric never stops a run
+            if made_at is not None:
+                lag = self.updates - made_at
+                self.lag_sum, self.lag_count = self.lag_sum + lag, self.lag_count + 1
+                self.lag_max = max(self.lag_max, lag)
+                self.lag_total, self.lag_chunks = self.lag_total + lag, self.lag_chunks + 1
             self.bytes_in, self.steps_in = self.bytes_in + chunk_nbytes(chunk), self.steps_in + chunk.steps
         self.steps[h] = d.steps
         self.forwards[h], self.requests[h], self.waiting[h] = d.forwards, d.requests, len(d.chunks)

@@ -5,7 +5,8 @@ Place in the flow: owns every stage. One `asyncio.TaskGroup` holds the actors' s
 `ray_runtime.RayCollection`, actors in Ray processes), the learner, the evaluator and the progress
 reporter; the metrics writer lives in an outer group so it can flush after the others stop. The learner
 decides the end (budget reached, or the stop event set by an evaluation reaching `eval.stop_at` or by the
-CLI); then the rest are cancelled and awaited, so no task outlives `run`. Signals are the CLI's business, not this module's.
+CLI); then the rest are cancelled and awaited, so no task outlives `run`. Signals are the CLI's business,
+not this module's.
 
 Replay ratio: the learner may make `ratio * (steps - learning_starts)` updates; actors may take at most
 `learning_starts + (updates + updates_per_call) / ratio + max_lead` steps. With max_lead = 0 actors and

@@ -72,7 +72,8 @@ def child_run(spec: dict) -> dict:
         for _ in range(spec["hosts"]):
             cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20)
         cluster.wait_for_nodes()
-        overrides += ["backend.kind=ray", f"backend.ray_address=\"{cluster.address}\"", f"backend.hosts={spec['hosts']}"]
+        overrides += ["backend.kind=ray", f"backend.ray_address=\"{cluster.address}\"",
+                      f"backend.hosts={spec['hosts']}"]
     try:
         cfg = config.load(spec["scenario"], overrides, seed=spec["seed"])
         out = Path(spec["run_dir"])
