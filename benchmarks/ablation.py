@@ -118,7 +118,9 @@ PLANS = {
     # epsilon anneals over 10k (not 100k), and the target merge comes every 250 updates (not 1000; ~23 merges
     # a run). The threshold, 3.0, was fixed before the sweep (uniform random actions score 0.4 on average over
     # 100 episodes here).
-    "minatar-breakout": Plan("minatar-breakout", 25_000, 2_500, 10, 3.0, ("k1", "k2", "k4", "k8", "k4-tauinf"),
+    # The first sweep (2026-11-26) ran the K grid and tau = inf; the other five settings followed in a second
+    # sweep with seeds 0-2 (`--settings`), so a resumed sweep of this plan completes both.
+    "minatar-breakout": Plan("minatar-breakout", 25_000, 2_500, 10, 3.0, ALL,
                              ("learner.learning_starts=2000", "actors.eps_anneal_steps=10000", "merge.every=250")),
 }
 _TINY = ("actors.num_actors=4", "learner.learning_starts=500", "replay.capacity=5000", "merge.every=25")
