@@ -119,7 +119,7 @@ PLANS = {
     # a run). The threshold, 3.0, was fixed before the sweep (uniform random actions score 0.4 on average over
     # 100 episodes here).
     # The first sweep (2026-11-26) ran the K grid and tau = inf; the other five settings followed in a second
-    # sweep with seeds 0-2 (`--settings`), so a resumed sweep of this plan completes both.
+    # sweep (`--settings`, seeds 0-2 then 3-4); a resumed sweep of this plan skips all 50 finished runs.
     "minatar-breakout": Plan("minatar-breakout", 25_000, 2_500, 10, 3.0, ALL,
                              ("learner.learning_starts=2000", "actors.eps_anneal_steps=10000", "merge.every=250")),
 }
