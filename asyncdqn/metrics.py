@@ -11,6 +11,7 @@ across nets, each net's share of the replay data), `eval` (periodic greedy evalu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -34,13 +35,22 @@ def _plain(value):
 
 
 def to_json(record: dict) -> str:
-    return json.dumps(_plain(record), allow_nan=False)
+    try:  # most records (an episode's) hold only Python scalars: skip the recursive conversion
+        return json.dumps(record, allow_nan=False)
+    except (TypeError, ValueError):  # numpy values, NaN/inf
+        return json.dumps(_plain(record), allow_nan=False)
 
 
 class MetricsWriter:
-    def __init__(self, path: Path, tensorboard_dir: Path | None = None):
+    """`emit` queues a record; `run` writes what is queued at most every `batch_s` seconds (one aiofiles
+    write and flush each time: every write is a round trip through a thread, which cost the actors' event
+    loop ~10% when CartPole's 10-step episodes each got their own); `close` makes `run` write the rest now."""
+
+    def __init__(self, path: Path, tensorboard_dir: Path | None = None, batch_s: float = 0.1):
         self.path = Path(path)
+        self.batch_s = batch_s
         self.queue: asyncio.Queue[dict | None] = asyncio.Queue()
+        self._closing = asyncio.Event()
         self.tb = None
         if tensorboard_dir is not None:
             try:
@@ -59,6 +69,10 @@ class MetricsWriter:
             async with aiofiles.open(self.path, "a", encoding="utf-8") as f:
                 while True:
                     batch = [await self.queue.get()]
+                    if batch[0] is not None and not self._closing.is_set():
+                        with contextlib.suppress(TimeoutError):  # let a batch gather, unless closing
+                            async with asyncio.timeout(self.batch_s):
+                                await self._closing.wait()
                     while not self.queue.empty():  # one write for everything already waiting
                         batch.append(self.queue.get_nowait())
                     records = [r for r in batch if r is not None]
@@ -103,6 +117,7 @@ class MetricsWriter:
 
     def close(self) -> None:
         self.queue.put_nowait(None)
+        self._closing.set()
 
 
 def read_records(path: Path) -> list[dict]:
