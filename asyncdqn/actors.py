@@ -182,9 +182,10 @@ class InferenceBatcher:
         self.act_KM = np.zeros(self.obs_KMO.shape[:2], dtype=np.int64)
         self._numpy_forward = numpy_forward(net)  # MLPs: numpy is cheaper than torch at these sizes
         self._wakeup = asyncio.Event()
-        # One future per waiting actor, resolved together after the forward. (An asyncio.Event would do,
-        # but each Event.wait removes its future from a deque on return: O(waiters) per actor per tick.)
-        self._waiting: list[asyncio.Future] = []
+        # One future per tick, awaited by every actor waiting in it and resolved after the forward: half the
+        # cost per step of a future per actor. (An asyncio.Event would do too, but each Event.wait removes
+        # its future from a deque on return: O(waiters) per actor per tick.)
+        self._tick: asyncio.Future | None = None
         self.forwards = 0
         self.requests = 0
 
@@ -194,26 +195,33 @@ class InferenceBatcher:
     async def act(self, slot: tuple[int, int], obs: np.ndarray) -> int:
         self.obs_KMO[slot] = obs
         self.requests += 1
-        fut = asyncio.get_running_loop().create_future()
-        self._waiting.append(fut)
-        self._wakeup.set()
-        await fut
-        return int(self.act_KM[slot])
+        while True:
+            tick = self._tick
+            if tick is None or tick.done():
+                tick = self._tick = asyncio.get_running_loop().create_future()
+                self._wakeup.set()
+            try:
+                await tick
+                return int(self.act_KM[slot])
+            except asyncio.CancelledError:
+                # Cancelling a task cancels the future it awaits: the shared tick. Re-raise if this actor
+                # was cancelled; if another one was, ask again in the next tick.
+                if not tick.cancelled() or asyncio.current_task().cancelling():
+                    raise
 
     async def serve(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            waiting, self._waiting = self._waiting, []
+            tick, self._tick = self._tick, None
             if self._numpy_forward is not None:
                 self.act_KM[:] = self._numpy_forward(self.obs_KMO).argmax(-1)
             else:
                 with torch.no_grad():
                     self.act_KM[:] = self.net(self.x_KMO).argmax(-1).numpy()
             self.forwards += 1
-            for fut in waiting:
-                if not fut.done():  # an actor cancelled while it waited
-                    fut.set_result(None)
+            if tick is not None and not tick.done():  # done: cancelled with an actor (see `act`)
+                tick.set_result(None)
 
 
 EpisodeHook = Callable[[int, int, float, int], None]  # (actor, net, return, length)

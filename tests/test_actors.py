@@ -30,3 +30,28 @@ def test_uniforms_load_a_state_without_saved_draws_goes_on_from_the_generator():
     u = Uniforms(np.random.default_rng(0))
     u.load_state_dict(state)
     assert u.next() == np.random.default_rng(9).random(Uniforms.BLOCK)[0]
+
+
+async def test_cancelling_one_waiting_actor_leaves_the_others_their_answers():
+    """The actors of a tick share one future; cancelling one actor cancels it, and the others ask again."""
+    import asyncio
+
+    import torch
+
+    from asyncdqn.actors import InferenceBatcher
+    from asyncdqn.nets import EnsembleQNet
+
+    net = EnsembleQNet(2, 3, 4, hidden=(8,)).reset_parameters(0)
+    batcher = InferenceBatcher(net, 4, (3,), np.float32)
+    obs = [np.full(3, i, dtype=np.float32) for i in range(4)]
+    waiting = [asyncio.create_task(batcher.act(batcher.slot(i), obs[i])) for i in range(4)]
+    await asyncio.sleep(0)  # all four wait in the same tick
+    waiting[1].cancel()
+    await asyncio.sleep(0)
+    server = asyncio.create_task(batcher.serve())
+    done = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5.0)
+    server.cancel()
+    assert isinstance(done[1], asyncio.CancelledError)
+    with torch.no_grad():
+        q = net(torch.from_numpy(batcher.obs_KMO)).argmax(-1).numpy()
+    assert [done[i] for i in (0, 2, 3)] == [int(q[batcher.slot(i)]) for i in (0, 2, 3)]
