@@ -41,6 +41,10 @@ def to_json(record: dict) -> str:
         return json.dumps(_plain(record), allow_nan=False)
 
 
+def _lines(records: list[dict]) -> str:
+    return "".join(to_json(r) + "\n" for r in records)
+
+
 class MetricsWriter:
     """`emit` queues a record; `run` writes what is queued at most every `batch_s` seconds (one aiofiles
     write and flush each time: every write is a round trip through a thread, which cost the actors' event
@@ -64,7 +68,9 @@ class MetricsWriter:
         self.queue.put_nowait(record)
 
     async def run(self) -> None:
-        """Drain records to disk until `close` sends the sentinel."""
+        """Drain records to disk until `close` sends the sentinel. Cancelled (a run failing: its task group
+        cancels this task right after `close`), it still appends what it holds, in a plain blocking write."""
+        batch: list[dict | None] = []
         try:
             async with aiofiles.open(self.path, "a", encoding="utf-8") as f:
                 while True:
@@ -76,13 +82,23 @@ class MetricsWriter:
                     while not self.queue.empty():  # one write for everything already waiting
                         batch.append(self.queue.get_nowait())
                     records = [r for r in batch if r is not None]
+                    closed = len(records) < len(batch)  # the sentinel came
+                    batch = []  # handed to the write below
                     if records:
-                        await f.write("".join(to_json(r) + "\n" for r in records))
+                        await f.write(_lines(records))
                         await f.flush()
                         for r in records:
                             self._scalars(r)
-                    if len(records) < len(batch):
+                    if closed:
                         return
+        except asyncio.CancelledError:
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            records = [r for r in batch if r is not None]
+            if records:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(_lines(records))
+            raise
         finally:
             self._close_tb()
 

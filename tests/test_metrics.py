@@ -47,3 +47,19 @@ async def test_the_writer_waits_for_a_batch_then_writes_it_and_close_writes_at_o
     assert [r["n"] for r in read_records(tmp_path / "slow.jsonl")] == [3]
     writer.close()
     await asyncio.wait_for(task, 5.0)
+
+
+async def test_a_cancelled_writer_still_appends_the_records_it_holds(tmp_path):
+    """A failing run's task group cancels the writer right after `close`: no record may be lost then."""
+    path = tmp_path / "m.jsonl"
+    writer = MetricsWriter(path, batch_s=30.0)
+    task = asyncio.create_task(writer.run())
+    writer.emit({"kind": "env_fault", "n": 1})
+    await asyncio.sleep(0.05)  # the writer holds record 1 and waits out its batch window
+    writer.emit({"kind": "env_fault", "n": 2})  # still in the queue
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    assert [r["n"] for r in read_records(path)] == [1, 2]
