@@ -1,10 +1,15 @@
-"""The actors' blocked uniform draws: the Generator's own stream, and exact across a save and load."""
+"""Actors: blocked uniform draws (the Generator's own stream, exact across a save and load), and the shared
+inference tick when one waiting actor is cancelled."""
 
 from __future__ import annotations
 
-import numpy as np
+import asyncio
 
-from asyncdqn.actors import Uniforms
+import numpy as np
+import torch
+
+from asyncdqn.actors import InferenceBatcher, Uniforms
+from asyncdqn.nets import EnsembleQNet
 
 
 def test_uniforms_are_the_generators_random_stream_across_blocks():
@@ -34,13 +39,6 @@ def test_uniforms_load_a_state_without_saved_draws_goes_on_from_the_generator():
 
 async def test_cancelling_one_waiting_actor_leaves_the_others_their_answers():
     """The actors of a tick share one future; cancelling one actor cancels it, and the others ask again."""
-    import asyncio
-
-    import torch
-
-    from asyncdqn.actors import InferenceBatcher
-    from asyncdqn.nets import EnsembleQNet
-
     net = EnsembleQNet(2, 3, 4, hidden=(8,)).reset_parameters(0)
     batcher = InferenceBatcher(net, 4, (3,), np.float32)
     obs = [np.full(3, i, dtype=np.float32) for i in range(4)]
