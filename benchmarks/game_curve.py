@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _common import finish, machine_info, parse_seeds, print_table
+from asyncdqn.metrics import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,14 +54,9 @@ def run_seed(scenario: str, seed: int, steps: int, runs_dir: Path, extra: list[s
 
 def read_run(run_dir: Path) -> dict:
     """One seed's evaluation curve ({env_steps: mean}), and its summary when the run finished."""
-    curve = {}
     metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        for line in metrics.read_text().splitlines():
-            if '"eval"' in line:
-                rec = json.loads(line)
-                if rec.get("kind") == "eval":
-                    curve[int(rec["env_steps"])] = rec["mean"]
+    records = read_records(metrics) if metrics.exists() else []
+    curve = {int(r["env_steps"]): r["mean"] for r in records if r.get("kind") == "eval"}
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     return {"curve": curve, "summary": summary}

@@ -6,33 +6,16 @@ metrics.jsonl), so the tests train nothing; one slow test runs two real tiny run
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from asyncdqn import config
+from helpers.bench_scripts import load_benchmark
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _load_ablation():
-    sys.path.insert(0, str(BENCH))  # the script imports its sibling `_common`
-    try:
-        spec = importlib.util.spec_from_file_location("ablation", BENCH / "ablation.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["ablation"] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-ab = _load_ablation()
+ab = load_benchmark("ablation")
 
 
 # --------------------------------------------------------------------------------------------- statistics

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+from helpers.bench_scripts import load_benchmark
 
-
-def _load():
-    sys.path.insert(0, str(BENCH))  # the script imports its sibling `_common`
-    try:
-        spec = importlib.util.spec_from_file_location("game_curve", BENCH / "game_curve.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-gc = _load()
+gc = load_benchmark("game_curve")
 
 
 def _run(folder: Path, evals: dict[int, float], final: float | None = None, wall: float = 100.0) -> None:
