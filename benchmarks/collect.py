@@ -8,11 +8,19 @@ chunks through the bounded queue into the replay pool. Two rates are read from t
     of metrics.jsonl (written every `log_every` steps), which leaves out start-up (env construction, first
     forward, metrics writer start);
   * end-to-end: summary.json env_steps / train_wall_s (start of `runtime.run` to the end of collection).
-The raw loop is `gymnasium.make("CartPole-v1")` stepped STEPS times with random actions from a numpy
-Generator, resetting on terminated/truncated: the cost of the env alone, with gymnasium's default wrappers
-(asyncdqn's actors get the same wrappers). It runs in the same child process as the asyncdqn run, once
-before and once after it; their mean is the reference. Ratio = asyncdqn rate / raw rate (goal >= 0.4 at
-64 actors). `actors_per_forward` (summary.json) is how many actor requests each batched forward answered.
+The raw loop is `gymnasium.make("CartPole-v1")` stepped with random actions from a numpy Generator,
+resetting on terminated/truncated: the cost of the env alone, with gymnasium's default wrappers (asyncdqn's
+actors get the same wrappers). It is measured two ways, in the same child process as the asyncdqn run:
+  * interleaved (the headline): every PROBE_EVERY s a task on the run's own event loop steps the raw loop
+    PROBE_STEPS times, blocking the loop (so the actors stand still meanwhile). The steady window's raw
+    rate is the bursts' steps over their time; asyncdqn's steady rate leaves the bursts' time out. Both
+    sides thus sample the same seconds. This machine's speed swings ~2x in phases of a few seconds (a
+    bare loop alone: 35k-75k steps/s from one second to the next), which a raw loop run minutes apart
+    cannot cancel;
+  * bracketed (kept for comparison with earlier results): STEPS raw steps once before and once after the
+    run (their mean), against asyncdqn's steady rate.
+Ratio = asyncdqn rate / raw rate (goal >= 0.4 at 64 actors). `actors_per_forward` (summary.json) is how
+many actor requests each batched forward answered.
 
 Each (actor count, seed) runs in a fresh subprocess with torch.set_num_threads(1) (`--threads`).
 `torch._dynamo` is imported before the run: torch imports it lazily in the first optimizer constructor
@@ -32,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine_info, median, parse_seeds, print_table, ratio, run_child, write_child_result, finish
+from _common import finish, fmt, machine_info, median, parse_seeds, print_table, ratio, run_child, write_child_result
 
 SCRIPT = Path(__file__).resolve()
 ENV_ID = "CartPole-v1"
@@ -58,6 +66,54 @@ def raw_loop(steps: int, seed: int) -> float:
     return rate
 
 
+def steady_rates(train: list[dict], bursts: list[tuple[float, float, int]]) -> tuple[float | None, float | None]:
+    """(asyncdqn steps/s, raw steps/s) over the steady window, from the first to the last 'train' record.
+
+    `train`: records with `env_steps` and `wall_s` (seconds since the run's start); `bursts`: raw-loop
+    bursts as (start, end, steps) on the same clock. A burst counts if it lies inside the window; the
+    window's asyncdqn time is its length less those bursts' time. None where there is nothing to divide."""
+    if len(train) < 2:
+        return None, None
+    lo, hi = train[0]["wall_s"], train[-1]["wall_s"]
+    inside = [(a, b, n) for a, b, n in bursts if a >= lo and b <= hi]
+    raw_time = sum(b - a for a, b, _ in inside)
+    ours_time = (hi - lo) - raw_time
+    ours = (train[-1]["env_steps"] - train[0]["env_steps"]) / ours_time if ours_time > 0 else None
+    raw = sum(n for *_, n in inside) / raw_time if raw_time > 0 else None
+    return ours, raw
+
+
+class RawProbe:
+    """Raw-loop bursts on the event loop: every `every_s` s, `steps` steps of a bare env, timed."""
+
+    def __init__(self, steps: int, every_s: float, seed: int, t0: float):
+        import gymnasium as gym
+        import numpy as np
+
+        self.env = gym.make(ENV_ID)
+        self.env.reset(seed=seed)
+        self.rng = np.random.default_rng(seed)
+        self.n_actions = int(self.env.action_space.n)
+        self.steps, self.every_s, self.t0 = steps, every_s, t0
+        self.bursts: list[tuple[float, float, int]] = []  # (start, end, steps), seconds since t0
+
+    def burst(self) -> None:
+        env, rng, n = self.env, self.rng, self.n_actions
+        t0 = time.perf_counter()
+        for _ in range(self.steps):
+            _, _, terminated, truncated, _ = env.step(int(rng.integers(n)))
+            if terminated or truncated:
+                env.reset()
+        self.bursts.append((t0 - self.t0, time.perf_counter() - self.t0, self.steps))
+
+    async def run(self) -> None:
+        import asyncio
+
+        while self.every_s > 0:
+            await asyncio.sleep(self.every_s)
+            self.burst()
+
+
 def child(spec: dict) -> dict:
     import asyncio
 
@@ -73,21 +129,32 @@ def child(spec: dict) -> dict:
     cfg = config.load("cartpole", overrides, seed=spec["seed"])
     raw_before = raw_loop(spec["steps"], spec["seed"])
     out_dir = Path(spec["run_dir"])
-    summary = asyncio.run(runtime.run(cfg, out_dir))
+
+    async def run_with_probe() -> tuple[dict, RawProbe]:
+        # runtime.run starts its clock (the records' wall_s) within a millisecond of this call.
+        probe = RawProbe(spec["probe_steps"], spec["probe_every"], spec["seed"] + 2, time.perf_counter())
+        task = asyncio.create_task(probe.run())
+        try:
+            return await runtime.run(cfg, out_dir), probe
+        finally:
+            task.cancel()
+
+    summary, probe = asyncio.run(run_with_probe())
     raw_after = raw_loop(spec["steps"], spec["seed"] + 1)
     train = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line]
     train = [r for r in train if r["kind"] == "train"]
-    steady = None
-    if len(train) >= 2 and train[-1]["wall_s"] > train[0]["wall_s"]:
-        steady = (train[-1]["env_steps"] - train[0]["env_steps"]) / (train[-1]["wall_s"] - train[0]["wall_s"])
+    steady, raw_il = steady_rates(train, probe.bursts)  # asyncdqn's rate leaves the bursts out
     raw = (raw_before + raw_after) / 2
-    end_to_end = summary["env_steps"] / summary["train_wall_s"]
+    probe_s = sum(b - a for a, b, _ in probe.bursts if b <= summary["train_wall_s"])
+    end_to_end = summary["env_steps"] / (summary["train_wall_s"] - probe_s)
     return {
         "actors": spec["actors"], "seed": spec["seed"], "num_nets": cfg.learner.num_nets,
         "env_steps": summary["env_steps"], "train_wall_s": summary["train_wall_s"],
         "steady_steps_per_s": steady, "end_to_end_steps_per_s": end_to_end,
         "raw_steps_per_s": raw, "raw_before_steps_per_s": raw_before, "raw_after_steps_per_s": raw_after,
-        "steady_ratio": ratio(steady, raw), "end_to_end_ratio": ratio(end_to_end, raw),
+        "interleaved_raw_steps_per_s": raw_il, "interleaved_ratio": ratio(steady, raw_il),
+        "probe_bursts": len(probe.bursts),
+        "bracketed_ratio": ratio(steady, raw), "end_to_end_ratio": ratio(end_to_end, raw),
         "actors_per_forward": summary["actors_per_forward"], "train_records": len(train),
         "steady_window_steps": [train[0]["env_steps"], train[-1]["env_steps"]] if train else None,
         "updates": summary["updates"],
@@ -101,6 +168,9 @@ def main() -> int:
     p.add_argument("--actors", type=int, default=64, help="actor count of the headline run")
     p.add_argument("--sweep", action="store_true", help="also run 1 and 8 actors (actor counts 1, 8, 64)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--probe-steps", type=int, default=1500, help="raw-loop steps per interleaved burst")
+    p.add_argument("--probe-every", type=float, default=0.2,
+                   help="seconds between interleaved raw-loop bursts (0: none, bracketed ratio only)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra asyncdqn config override (repeatable)")
     p.add_argument("--out", help="write the full result to this JSON file")
@@ -128,44 +198,33 @@ def main() -> int:
         for n in counts:
             for seed in seeds:
                 spec = {"actors": n, "seed": seed, "steps": args.steps, "threads": args.threads,
+                        "probe_steps": args.probe_steps, "probe_every": args.probe_every,
                         "overrides": args.overrides, "run_dir": str(Path(tmp) / f"a{n}_s{seed}")}
                 r = run_child(SCRIPT, spec, args.timeout)
                 rows.append(r)
-                print(f"  actors {n:3d} seed {seed}: steady {r['steady_steps_per_s'] or float('nan'):.0f}/s, "
-                      f"end-to-end {r['end_to_end_steps_per_s']:.0f}/s, raw {r['raw_steps_per_s']:.0f}/s",
-                      flush=True)
+                print(f"  actors {n:3d} seed {seed}: steady {fmt(r['steady_steps_per_s'], '.0f')}/s, raw "
+                      f"interleaved {fmt(r['interleaved_raw_steps_per_s'], '.0f')}/s, bracketed "
+                      f"{r['raw_steps_per_s']:.0f}/s", flush=True)
 
-    print_table("Per run (steps/s)",
-                [("actors", ""), ("seed", ""), ("steady_steps_per_s", ".0f"), ("end_to_end_steps_per_s", ".0f"),
-                 ("raw_steps_per_s", ".0f"), ("steady_ratio", ".3f"), ("end_to_end_ratio", ".3f"),
-                 ("actors_per_forward", ".2f")], rows)
-    by_count = []
-    for n in counts:
-        rs = [r for r in rows if r["actors"] == n]
-        by_count.append({
-            "actors": n, "runs": len(rs),
-            "steady_steps_per_s": median(r["steady_steps_per_s"] for r in rs),
-            "end_to_end_steps_per_s": median(r["end_to_end_steps_per_s"] for r in rs),
-            "raw_steps_per_s": median(r["raw_steps_per_s"] for r in rs),
-            "steady_ratio": median(r["steady_ratio"] for r in rs),
-            "end_to_end_ratio": median(r["end_to_end_ratio"] for r in rs),
-            "actors_per_forward": median(r["actors_per_forward"] for r in rs),
-        })
+    columns = [("steady_steps_per_s", ".0f"), ("interleaved_raw_steps_per_s", ".0f"), ("interleaved_ratio", ".3f"),
+               ("raw_steps_per_s", ".0f"), ("bracketed_ratio", ".3f"), ("end_to_end_ratio", ".3f"),
+               ("actors_per_forward", ".2f")]
+    print_table("Per run (steps/s; raw_steps_per_s is the bracketed raw loop)",
+                [("actors", ""), ("seed", ""), *columns], rows)
+    by_count = [{"actors": n, "runs": len(rs), **{key: median(r[key] for r in rs) for key, _ in columns}}
+                for n in counts for rs in [[r for r in rows if r["actors"] == n]]]
     print_table(f"Medians over seeds (ratio = asyncdqn / raw loop; goal >= {GOAL} at {args.actors} actors)",
-                [("actors", ""), ("runs", ""), ("steady_steps_per_s", ".0f"), ("end_to_end_steps_per_s", ".0f"),
-                 ("raw_steps_per_s", ".0f"), ("steady_ratio", ".3f"), ("end_to_end_ratio", ".3f"),
-                 ("actors_per_forward", ".2f")], by_count)
+                [("actors", ""), ("runs", ""), *columns], by_count)
     head = next(b for b in by_count if b["actors"] == args.actors)
-    meets = head["steady_ratio"] is not None and head["steady_ratio"] >= GOAL
-    print(f"\n{args.actors} actors: steady ratio {head['steady_ratio'] or float('nan'):.3f}, end-to-end ratio "
-          f"{head['end_to_end_ratio']:.3f} (goal >= {GOAL}: steady {'met' if meets else 'NOT met'})")
-    headline = {"actors": args.actors, "steps": args.steps, "steady_ratio": head["steady_ratio"],
-                "end_to_end_ratio": head["end_to_end_ratio"], "steady_steps_per_s": head["steady_steps_per_s"],
-                "end_to_end_steps_per_s": head["end_to_end_steps_per_s"],
-                "raw_steps_per_s": head["raw_steps_per_s"], "actors_per_forward": head["actors_per_forward"],
-                "goal": GOAL, "goal_met_steady": meets, "by_actor_count": by_count}
+    meets = head["interleaved_ratio"] is not None and head["interleaved_ratio"] >= GOAL
+    print(f"\n{args.actors} actors: interleaved ratio {fmt(head['interleaved_ratio'], '.3f')} (goal >= {GOAL}: "
+          f"{'met' if meets else 'NOT met'}); bracketed {fmt(head['bracketed_ratio'], '.3f')}, end-to-end "
+          f"{fmt(head['end_to_end_ratio'], '.3f')}")
+    headline = {"actors": args.actors, "steps": args.steps, **{key: head[key] for key, _ in columns},
+                "goal": GOAL, "goal_met_interleaved": meets, "by_actor_count": by_count}
     result = {"benchmark": "collect", "quick": args.quick, "machine": machine,
               "protocol": {"steps": args.steps, "seeds": seeds, "actor_counts": counts, "threads": args.threads,
+                           "probe_steps": args.probe_steps, "probe_every": args.probe_every,
                            "overrides": args.overrides}, "runs": rows, **headline}
     finish(result, headline, args.out)
     return 0

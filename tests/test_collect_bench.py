@@ -1,0 +1,31 @@
+"""benchmarks/collect.py: the interleaved rates, from hand-made 'train' records and raw-loop bursts."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers.bench_scripts import load_benchmark
+
+collect = load_benchmark("collect")
+
+
+def test_bursts_inside_the_window_are_left_out_of_the_run_and_make_the_raw_rate():
+    train = [{"env_steps": 1000, "wall_s": 1.0}, {"env_steps": 5000, "wall_s": 2.0},
+             {"env_steps": 9000, "wall_s": 3.0}]
+    bursts = [(0.5, 0.6, 999),     # before the window (start-up): not counted
+              (1.2, 1.3, 1500),    # inside
+              (2.5, 2.7, 1500),    # inside
+              (2.95, 3.05, 999)]   # straddles the end: not counted
+    ours, raw = collect.steady_rates(train, bursts)
+    # The window is 2.0 s with 0.3 s of bursts: 8000 steps in 1.7 s; the raw loop made 3000 steps in 0.3 s.
+    assert ours == pytest.approx(8000 / 1.7)
+    assert raw == pytest.approx(3000 / 0.3)
+
+
+def test_without_bursts_the_raw_rate_is_none_and_the_run_rate_is_plain():
+    train = [{"env_steps": 0, "wall_s": 0.5}, {"env_steps": 2000, "wall_s": 1.5}]
+    assert collect.steady_rates(train, []) == (pytest.approx(2000.0), None)
+
+
+def test_one_record_gives_no_window():
+    assert collect.steady_rates([{"env_steps": 10, "wall_s": 1.0}], [(1.0, 1.1, 5)]) == (None, None)
