@@ -21,7 +21,10 @@ While learning (`--train SCENARIO`): real training runs of a scenario (e.g. mina
 the games extra) with `actors.env_workers` = 1 and 2 (and 0, envs on the event loop), rounds interleaved,
 each for --steps env steps with the scenario's learner (replay ratio, nets) and no periodic evaluation.
 Reported: steady env steps/s from metrics.jsonl's 'train' records (start-up and warm-up excluded: the
-first record is taken after learning starts), and the ratio 2 workers / 1 worker per round.
+first record is taken after learning starts), and the ratio 2 workers / 1 worker per round. Over the same
+window, the cores kept busy by the event loop (main thread), by the process's other threads (the learner,
+evaluation and file writes) and by the worker processes, from /proc sampled every 0.5 s: on a 2-core
+machine they show whether the learner leaves the workers a second core to use.
 
 Run:   .venv/bin/python benchmarks/workers.py [--envs 8] [--seconds 3] [--repeats 3] [--out r.json]
        .venv/bin/python benchmarks/workers.py --train minatar-breakout [--steps 30000] [--repeats 2]
@@ -91,13 +94,72 @@ def _timed_step(env: gym.Env) -> float:
     return time.perf_counter() - t0
 
 
+def stat_cpu_s(path: str) -> float:
+    """CPU seconds (user + system) of the process or thread whose /proc stat file this is."""
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def cpu_s(pids: list[int]) -> float:
     """CPU seconds (user + system) used so far by this process and the given child processes."""
-    total = time.process_time()
-    for pid in pids:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-    return total
+    return time.process_time() + sum(stat_cpu_s(f"/proc/{pid}/stat") for pid in pids)
+
+
+def cpu_parts() -> dict:
+    """CPU seconds so far of this process's main thread (the event loop: actors, inference, replay writes),
+    of its other threads (the learner, evaluation and file writes run in asyncio's thread pool), and of its
+    live descendant processes (env workers and the fork server that starts them)."""
+    me = os.getpid()
+    loop = stat_cpu_s(f"/proc/{me}/task/{me}/stat")
+    threads = time.process_time() - loop
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:  # gone meanwhile
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    descendants, todo = 0.0, list(children.get(me, []))
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            descendants += stat_cpu_s(f"/proc/{pid}/stat")
+        except OSError:
+            pass
+    return {"loop": loop, "threads": threads, "workers": descendants}
+
+
+class CpuSampler:
+    """Samples `cpu_parts()` every `every_s` s in a thread, on the perf_counter clock less `t0`."""
+
+    def __init__(self, every_s: float, t0: float):
+        import threading
+
+        self.every_s, self.t0, self.samples = every_s, t0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.samples.append((time.perf_counter() - self.t0, cpu_parts()))
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def cores_between(self, lo: float, hi: float) -> dict | None:
+        """Cores each part kept busy from the first sample at or after `lo` to the last at or before `hi`."""
+        inside = [(t, parts) for t, parts in self.samples if lo <= t <= hi]
+        if len(inside) < 2:
+            return None
+        (ta, a), (tb, b) = inside[0], inside[-1]
+        return {key: (b[key] - a[key]) / (tb - ta) for key in a}
 
 
 def make_cartpole() -> gym.Env:
@@ -190,12 +252,15 @@ def train_rate(scenario: str, workers: int, steps: int, seed: int) -> dict:
     cfg = config.load(scenario, [f"actors.env_workers={workers}", f"total_steps={steps}", "eval.every=0",
                                  "eval.final_episodes=1", "log_every=1000", "eval.stop_at=inf"], seed=seed)
     with tempfile.TemporaryDirectory(prefix="asyncdqn-workers-") as tmp:
-        summary = asyncio.run(runtime.run(cfg, tmp))
+        # runtime.run starts its clock (the records' wall_s) within a millisecond of this call.
+        with CpuSampler(0.5, time.perf_counter()) as sampler:
+            summary = asyncio.run(runtime.run(cfg, tmp))
         recs = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines() if x]
     train = [r for r in recs if r["kind"] == "train" and r["env_steps"] > cfg.learner.learning_starts]
     rate = (train[-1]["env_steps"] - train[0]["env_steps"]) / (train[-1]["wall_s"] - train[0]["wall_s"])
     return {"steps_per_s": rate, "updates": summary["updates"], "train_wall_s": summary["train_wall_s"],
-            "window": [train[0]["env_steps"], train[-1]["env_steps"]]}
+            "window": [train[0]["env_steps"], train[-1]["env_steps"]],
+            "cores": sampler.cores_between(train[0]["wall_s"], train[-1]["wall_s"])}
 
 
 def main_train(args) -> int:
@@ -208,8 +273,11 @@ def main_train(args) -> int:
         for mode, workers in TRAIN_MODES.items():
             r = train_rate(args.train, workers, args.steps, seed=rnd)
             runs.append({"mode": mode, "round": rnd, **r})
+            cores = r["cores"] or {}
             print(f"  round {rnd} {mode:10s}: {r['steps_per_s']:7.0f} steps/s while learning "
-                  f"({r['updates']} updates)", flush=True)
+                  f"({r['updates']} updates); cores busy: event loop {cores.get('loop', float('nan')):.2f}, "
+                  f"learner and other threads {cores.get('threads', float('nan')):.2f}, "
+                  f"worker processes {cores.get('workers', float('nan')):.2f}", flush=True)
     rows = []
     by_mode = {m: [r["steps_per_s"] for r in runs if r["mode"] == m] for m in TRAIN_MODES}
     ratios = [b / a for a, b in zip(by_mode["1 worker"], by_mode["2 workers"])]
