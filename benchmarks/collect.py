@@ -47,6 +47,14 @@ ENV_ID = "CartPole-v1"
 GOAL = 0.4
 
 
+def raw_steps(env, rng, n_actions: int, steps: int) -> None:
+    """The raw loop itself: `steps` env steps with random actions, resetting at episode ends."""
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(int(rng.integers(n_actions)))
+        if terminated or truncated:
+            env.reset()
+
+
 def raw_loop(steps: int, seed: int) -> float:
     """Steps per second of a bare gymnasium loop with random actions."""
     import gymnasium as gym
@@ -54,13 +62,9 @@ def raw_loop(steps: int, seed: int) -> float:
 
     env = gym.make(ENV_ID)
     rng = np.random.default_rng(seed)
-    n_actions = int(env.action_space.n)
     env.reset(seed=seed)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        _, _, terminated, truncated, _ = env.step(int(rng.integers(n_actions)))
-        if terminated or truncated:
-            env.reset()
+    raw_steps(env, rng, int(env.action_space.n), steps)
     rate = steps / (time.perf_counter() - t0)
     env.close()
     return rate
@@ -98,12 +102,8 @@ class RawProbe:
         self.bursts: list[tuple[float, float, int]] = []  # (start, end, steps), seconds since t0
 
     def burst(self) -> None:
-        env, rng, n = self.env, self.rng, self.n_actions
         t0 = time.perf_counter()
-        for _ in range(self.steps):
-            _, _, terminated, truncated, _ = env.step(int(rng.integers(n)))
-            if terminated or truncated:
-                env.reset()
+        raw_steps(self.env, self.rng, self.n_actions, self.steps)
         self.bursts.append((t0 - self.t0, time.perf_counter() - self.t0, self.steps))
 
     async def run(self) -> None:
