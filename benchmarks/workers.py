@@ -100,11 +100,6 @@ def stat_cpu_s(path: str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def cpu_s(pids: list[int]) -> float:
-    """CPU seconds (user + system) used so far by this process and the given child processes."""
-    return time.process_time() + sum(stat_cpu_s(f"/proc/{pid}/stat") for pid in pids)
-
-
 def cpu_parts() -> dict:
     """CPU seconds so far of this process's main thread (the event loop: actors, inference, replay writes),
     of its other threads (the learner, evaluation and file writes run in asyncio's thread pool), and of its
@@ -216,15 +211,15 @@ async def measure(mode: str, env_fn, obs_shape: tuple, envs: int, warm: float, s
             await pool.step(i, await batcher.act(), autoreset=True)  # resets at episode ends, same trip
             count[0] += 1
 
-    async def drive(make_actor, pids: list[int]) -> dict:
+    async def drive(make_actor) -> dict:
         server = asyncio.ensure_future(batcher.serve())
         actors = [asyncio.ensure_future(make_actor(i)) for i in range(envs)]
         while ready[0] < envs:
             await asyncio.sleep(0.01)
         await asyncio.sleep(warm)
-        c0, f0, t0, u0 = count[0], batcher.forwards, time.perf_counter(), cpu_s(pids)
+        c0, f0, t0, u0 = count[0], batcher.forwards, time.perf_counter(), sum(cpu_parts().values())
         await asyncio.sleep(seconds)
-        c1, f1, t1, u1 = count[0], batcher.forwards, time.perf_counter(), cpu_s(pids)
+        c1, f1, t1, u1 = count[0], batcher.forwards, time.perf_counter(), sum(cpu_parts().values())
         stop.set()
         await asyncio.gather(*actors)
         server.cancel()
@@ -233,10 +228,10 @@ async def measure(mode: str, env_fn, obs_shape: tuple, envs: int, warm: float, s
                 "cpu_us_per_step": (u1 - u0) / max(1, c1 - c0) * 1e6, "cores_used": (u1 - u0) / (t1 - t0)}
 
     if mode == "in-process":
-        return await drive(actor_inprocess, [])
+        return await drive(actor_inprocess)
     workers = 1 if mode == "1 worker" else 2
     async with EnvWorkerPool(env_fn, envs, workers, obs_shape, np.float32, "forkserver") as pool:
-        return await drive(functools.partial(actor_pool, pool), pool.pids())
+        return await drive(functools.partial(actor_pool, pool))
 
 
 TRAIN_MODES = {"1 worker": 1, "2 workers": 2, "in-process": 0}
