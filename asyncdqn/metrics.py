@@ -79,10 +79,7 @@ class MetricsWriter:
                         with contextlib.suppress(TimeoutError):  # let a batch gather, unless closing
                             async with asyncio.timeout(self.batch_s):
                                 await self._closing.wait()
-                    while not self.queue.empty():  # one write for everything already waiting
-                        batch.append(self.queue.get_nowait())
-                    records = [r for r in batch if r is not None]
-                    closed = len(records) < len(batch)  # the sentinel came
+                    records, closed = self._take(batch)  # one write for everything already waiting
                     batch = []  # handed to the write below
                     if records:
                         await f.write(_lines(records))
@@ -92,15 +89,20 @@ class MetricsWriter:
                     if closed:
                         return
         except asyncio.CancelledError:
-            while not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            records = [r for r in batch if r is not None]
+            records, _ = self._take(batch)
             if records:
                 with open(self.path, "a", encoding="utf-8") as f:
                     f.write(_lines(records))
             raise
         finally:
             self._close_tb()
+
+    def _take(self, batch: list[dict | None]) -> tuple[list[dict], bool]:
+        """`batch` plus every record already queued, without the sentinel; and whether the sentinel came."""
+        while not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        records = [r for r in batch if r is not None]
+        return records, len(records) < len(batch)
 
     NOT_SCALARS = frozenset({"env_steps", "actor", "net", "updates", "in_a_row"})  # ids and x-axes, not curves
     # One TensorBoard point per finished episode cost ~15% of the actors' event loop on CartPole; the
