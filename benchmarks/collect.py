@@ -121,6 +121,7 @@ def child(spec: dict) -> dict:
     import torch._dynamo  # noqa: F401  (see the module docstring)
 
     from asyncdqn import config, runtime
+    from asyncdqn.metrics import read_records
 
     torch.set_num_threads(spec["threads"])
     overrides = ["learner.replay_ratio=0", f"actors.num_actors={spec['actors']}", "eval.every=0",
@@ -141,8 +142,7 @@ def child(spec: dict) -> dict:
 
     summary, probe = asyncio.run(run_with_probe())
     raw_after = raw_loop(spec["steps"], spec["seed"] + 1)
-    train = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line]
-    train = [r for r in train if r["kind"] == "train"]
+    train = [r for r in read_records(out_dir / "metrics.jsonl") if r["kind"] == "train"]
     steady, raw_il = steady_rates(train, probe.bursts)  # asyncdqn's rate leaves the bursts out
     raw = (raw_before + raw_after) / 2
     probe_s = sum(b - a for a, b, _ in probe.bursts if b <= summary["train_wall_s"])

@@ -239,10 +239,10 @@ TRAIN_MODES = {"1 worker": 1, "2 workers": 2, "in-process": 0}
 
 def train_rate(scenario: str, workers: int, steps: int, seed: int) -> dict:
     """Steady env steps/s of one training run with `workers` env worker processes."""
-    import json
     import tempfile
 
     from asyncdqn import config, runtime
+    from asyncdqn.metrics import read_records
 
     cfg = config.load(scenario, [f"actors.env_workers={workers}", f"total_steps={steps}", "eval.every=0",
                                  "eval.final_episodes=1", "log_every=1000", "eval.stop_at=inf"], seed=seed)
@@ -250,8 +250,11 @@ def train_rate(scenario: str, workers: int, steps: int, seed: int) -> dict:
         # runtime.run starts its clock (the records' wall_s) within a millisecond of this call.
         with CpuSampler(0.5, time.perf_counter()) as sampler:
             summary = asyncio.run(runtime.run(cfg, tmp))
-        recs = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines() if x]
+        recs = read_records(Path(tmp) / "metrics.jsonl")
     train = [r for r in recs if r["kind"] == "train" and r["env_steps"] > cfg.learner.learning_starts]
+    if len(train) < 2:
+        raise SystemExit(f"workers.py: --steps {steps} leaves no steady window after learning starts at step "
+                         f"{cfg.learner.learning_starts}; use --steps {cfg.learner.learning_starts + 3000} or more")
     rate = (train[-1]["env_steps"] - train[0]["env_steps"]) / (train[-1]["wall_s"] - train[0]["wall_s"])
     return {"steps_per_s": rate, "updates": summary["updates"], "train_wall_s": summary["train_wall_s"],
             "window": [train[0]["env_steps"], train[-1]["env_steps"]],
