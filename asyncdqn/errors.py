@@ -17,6 +17,13 @@ class RunFailed(UserError):
     exit_code = 1
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first non-empty line of an exception's message (its type's name when it has none), cut to `limit`
+    characters: what a one-line error quotes of the exception behind it."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 def brief(value: Any) -> str:
     """A short one-line description of a value read from a user's file, for error messages (a tensor's
     repr spans lines, so it is described by its shape)."""
