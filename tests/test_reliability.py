@@ -22,6 +22,7 @@ import torch
 
 from asyncdqn import checkpoint, config, runtime
 from asyncdqn.cli import main
+from asyncdqn.collection import LocalCollection
 from asyncdqn.config import LearnerConfig, MergeConfig
 from asyncdqn.learner import Learner
 from asyncdqn.metrics import MetricsWriter, read_records
@@ -116,19 +117,24 @@ async def test_interrupted_then_resumed_run_equals_an_uninterrupted_run(tmp_path
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.timeout(60)
-async def test_resume_without_the_replay_pool_refills_it_and_finishes(tmp_path):
+async def test_resume_without_the_replay_pool_refills_it_and_finishes(tmp_path, monkeypatch):
     # 64-row chunks against 4 steps per update: after the resume the actor parks long before its chunk is
     # full, so the learner must let it fill one (this hung whenever the saved chunk was less than 60 rows).
     cfg = lockstep_config(checkpoint_replay=False, actors={"num_actors": 1, "chunk_rows": 64})
     stop, interrupt = asyncio.Event(), asyncio.Event()
+    published = LocalCollection.published
 
-    def progress(p: runtime.Progress) -> None:
-        if p.updates >= 40:
+    def interrupt_at_40(self, updates: int) -> None:
+        # on the loop after each learner call: a fixed point of the run, whatever the machine's speed
+        # (the progress display's 0.25 s ticks could miss a run that ends sooner)
+        published(self, updates)
+        if updates >= 40:
             interrupt.set()
             stop.set()
 
-    first = await runtime.run(cfg, tmp_path, progress=progress, stop=stop, interrupt=interrupt)
+    monkeypatch.setattr(LocalCollection, "published", interrupt_at_40)
+    first = await runtime.run(cfg, tmp_path, stop=stop, interrupt=interrupt)
+    monkeypatch.undo()
     resume = checkpoint.load(tmp_path)["resume"]
     assert "rows" not in resume["replay"]                 # the pool was not saved
     resumed = await runtime.run(cfg, tmp_path, resume=resume)
