@@ -16,8 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from asyncdqn import checkpoint, config
+from asyncdqn import config
 from asyncdqn.errors import UserError, brief
+
+# torch (through asyncdqn.checkpoint and the runtime) is imported inside the commands, within main's
+# KeyboardInterrupt handler: a Ctrl-C during the seconds those imports take is one line, not a traceback.
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -25,7 +28,8 @@ EXIT_INTERRUPTED = 130
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
-        raise UserError(f"{self.prog}: {message}")
+        command = self.prog.partition(" ")[2]  # a subcommand's parser names it: "asyncdqn train"
+        raise UserError(f"{command}: {message}" if command else message)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,6 +114,8 @@ def _backend_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from asyncdqn import checkpoint
+
     args.overrides = list(args.overrides) + _backend_overrides(args)
     if args.resume is not None:
         cfg, out, resume = _resume_setup(args)
@@ -148,6 +154,8 @@ RESUMABLE_KEYS = {"total_steps", "backend.kind", "backend.ray_address"}  # where
 
 def _resume_setup(args: argparse.Namespace):
     """The config, folder and resume state of `train --resume DIR`."""
+    from asyncdqn import checkpoint
+
     if args.scenario or args.env or args.env_factory or args.seed is not None or args.out:
         raise UserError("--resume takes the scenario, env, seed and folder from the checkpoint; "
                         "only --set total_steps=N may be given")
@@ -206,6 +214,7 @@ async def _train(cfg, out: Path, progress, resume):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from asyncdqn import checkpoint
     from asyncdqn.environments import env_kwargs, make_env, spec_of
     from asyncdqn.evaluation import evaluate
 

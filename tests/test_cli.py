@@ -39,6 +39,7 @@ def assert_one_line_error(rc: int, err: str, *fragments: str) -> str:
     assert len(lines) == 1, f"stderr should be one line, got {len(lines)}:\n{err}"
     line = lines[0]
     assert line.startswith("asyncdqn: error: ") and "Traceback" not in err
+    assert "asyncdqn:" not in line[len("asyncdqn: error: "):], f"the program is named twice: {line}"
     for fragment in fragments:
         assert fragment in line, line
     return line
