@@ -46,7 +46,7 @@ def test_param_merge_of_two_tiny_nets_and_resync():
     assert bias.tolist() == [[[1.5]], [[3.5]]]
 
 
-def test_learner_params_merge_sets_target_to_weighted_average():
+def test_learner_params_merge_resyncs_every_online_net_to_the_target():
     lc, mc = LearnerConfig(num_nets=2, hidden=(3,)), MergeConfig(every=1, tau=1.0)
     learner = Learner(lc, mc, obs_shape=2, n_actions=2, seed=0)
     with torch.no_grad():
@@ -133,3 +133,45 @@ def test_ensemble_nets_share_init_and_train_on_their_own_batches():
     learner.run([batch], np.zeros(3))
     w = learner.online.head.weight
     assert torch.equal(w[0], w[2]) and not torch.equal(w[0], w[1])
+
+
+def _two_different_nets(**merge) -> Learner:
+    learner = Learner(LearnerConfig(num_nets=2, hidden=(3,)), MergeConfig(every=1, tau=1.0, **merge), obs_shape=2,
+                      n_actions=2, seed=0)
+    with torch.no_grad():
+        for p in learner.online.parameters():
+            p[1].add_(1.0)                       # net 1 differs from net 0 by +1 everywhere
+    return learner
+
+
+def test_params_merge_target_is_the_weighted_average_for_unequal_weights():
+    learner = _two_different_nets()
+    before = [p.detach().clone() for p in learner.online.parameters()]
+    w = learner.merge(np.array([0.0, 10.0])).weights_K
+    assert w[1] == pytest.approx(0.8808, abs=1e-4)      # e / (e^-1 + e), far from uniform
+    for t, p in zip(learner.target.parameters(), before):
+        expected = w[0] * p[0] + w[1] * p[1]             # by hand, not through merge_params
+        assert torch.allclose(t[0], expected.float(), atol=1e-6)
+        assert not torch.allclose(t[0], p.mean(0), atol=1e-3)  # the uniform mean would be wrong
+
+
+def test_outputs_space_target_is_the_weighted_sum_of_the_lagged_nets_q_values():
+    learner = _two_different_nets(space="outputs")
+    x_BO = torch.tensor([[0.5, -1.0], [2.0, 0.25], [0.0, 0.0]])
+    with torch.no_grad():
+        q_KBA = learner.online.forward_all(x_BO)         # the lagged copies are the online nets at the merge
+    w = learner.merge(np.array([10.0, 0.0])).weights_K   # net 0 favoured
+    expected_BA = w[0] * q_KBA[0] + w[1] * q_KBA[1]
+    got_KBA = learner.target_q(x_BO.expand(2, 3, 2).contiguous())
+    for k in range(2):                                    # every net's batch gets the same merged target
+        assert torch.allclose(got_KBA[k], expected_BA.float(), atol=1e-5)
+    assert not torch.allclose(got_KBA[0], q_KBA.mean(0), atol=1e-3)
+
+
+def test_td_loss_score_gives_the_net_with_the_lower_loss_the_larger_weight():
+    learner = _two_different_nets(score="td_loss")
+    for _ in range(3):
+        learner.losses.add_losses(np.array([1.0, 0.1]))  # net 1 fits its targets better
+    assert learner.losses.scores("td_loss").tolist() == pytest.approx([-1.0, -0.1])
+    w = learner.merge(np.array([5.0, 0.0])).weights_K    # the return scores are ignored under td_loss
+    assert w[1] == pytest.approx(math.exp(1) / (math.exp(-1) + math.exp(1)))
