@@ -22,7 +22,7 @@ import torch
 
 from asyncdqn import config
 from asyncdqn.errors import UserError, brief
-from asyncdqn.convnets import qnet_from_spec
+from asyncdqn.nets import qnet_from_spec
 from asyncdqn.nets import EnsembleQNet, GreedyPolicy
 
 FORMAT = "asyncdqn-checkpoint"

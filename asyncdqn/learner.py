@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from asyncdqn.config import LearnerConfig, MergeConfig
 from asyncdqn.merge import ScoreBoard, distance_to, merge_params, resync_, softmax_weights, weight_entropy
-from asyncdqn.convnets import make_qnet
+from asyncdqn.nets import make_qnet
 from asyncdqn.nets import copy_params_
 from asyncdqn.replay import Batch
 

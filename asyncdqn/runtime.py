@@ -33,7 +33,7 @@ from asyncdqn import checkpoint
 from asyncdqn.actors import StepGate, epsilon_ladder
 from asyncdqn.collection import LocalCollection
 from asyncdqn.config import RunConfig, to_toml
-from asyncdqn.convnets import input_scale_for
+from asyncdqn.nets import input_scale_for
 from asyncdqn.environments import env_kwargs, make_env, spec_of
 from asyncdqn.errors import RunFailed, UserError, first_line
 from asyncdqn.evaluation import evaluate

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from _common import finish, machine_info, median, print_table, ratio
-from asyncdqn.convnets import TORSOS, EnsembleConvQNet
+from asyncdqn.nets import TORSOS, EnsembleConvQNet
 
 KS = (1, 4)
 ACTIONS = 6

@@ -1,5 +1,5 @@
 """The conv ensemble: each of its K nets is an ordinary conv Q-net, the K nets never touch each other's
-gradients, they start equal, and the spec rebuilds them (asyncdqn.convnets)."""
+gradients, they start equal, and the spec rebuilds them (asyncdqn.nets)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from asyncdqn.convnets import (
+from asyncdqn.nets import (
     EnsembleConvQNet,
     auto_torso,
     input_scale_for,

@@ -17,7 +17,7 @@ import torch
 
 from asyncdqn import config
 from asyncdqn.config import EnvConfig
-from asyncdqn.convnets import EnsembleConvQNet, input_scale_for, make_qnet
+from asyncdqn.nets import EnsembleConvQNet, input_scale_for, make_qnet
 from asyncdqn.environments import env_kwargs, make_env, spec_of
 from asyncdqn.errors import UserError
 from envs import games

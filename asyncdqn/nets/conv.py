@@ -1,11 +1,11 @@
 """K convolutional Q-networks as one batched ensemble module, and the choice between conv and MLP nets.
 
-Place in the flow: a drop-in for `nets.EnsembleQNet` where observations are images (Atari frames, MinAtar
+Place in the flow: a drop-in for `nets.mlp.EnsembleQNet` where observations are images (Atari frames, MinAtar
 grids); used by actors (batched inference), the learner (training) and the merge, exactly like the MLP.
 
 How K nets run as one module: the K torsos are one grouped convolution per layer. Net k's channels are block
 k of a [B, K*C, H, W] tensor and `groups=K` keeps the blocks apart, so one conv2d call (and one backward)
-serves all K nets, each on its own rows. The fully connected layers are `nets.EnsembleLinear` ([K, in, out],
+serves all K nets, each on its own rows. The fully connected layers are `nets.mlp.EnsembleLinear` ([K, in, out],
 one baddbmm). Every parameter keeps K as its first dimension, as the merge, `copy_params_` and the per-net
 gradient clip assume; a conv weight is stored [K, out, in, kh, kw] and viewed as [K*out, in, kh, kw] for
 `F.conv2d`, which is the layout grouped convolution expects, so the view is free.
@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asyncdqn.errors import UserError
-from asyncdqn.nets import EnsembleLinear, EnsembleQNet
+from asyncdqn.nets.mlp import EnsembleLinear
 
 
 @dataclass(frozen=True)
@@ -176,45 +175,3 @@ def input_scale_for(obs_dtype: np.dtype, obs_high) -> float:
         return 1.0
     high = float(np.max(obs_high))
     return 1.0 / high if high > 1.0 else 1.0
-
-
-def is_image_shape(obs_shape: tuple) -> bool:
-    """(C, H, W) with H, W >= 7: the smallest grid a conv torso is meant for (MinAtar is 10x10)."""
-    return len(obs_shape) == 3 and min(obs_shape[1:]) >= 7
-
-
-def auto_torso(obs_shape: tuple) -> str:
-    """The Nature torso where it fits (H, W >= 36; Atari's 84x84), the MinAtar torso for small grids."""
-    return "nature" if TORSOS["nature"].fits(*obs_shape[1:]) else "minatar"
-
-
-def make_qnet(k: int, obs_shape: tuple, n_actions: int, hidden: tuple = (128, 128), dueling: bool = False,
-              kind: str = "auto", torso: str = "auto", input_scale: float = 1.0) -> nn.Module:
-    """The K-net ensemble for these observations (parameters not yet initialised: call reset_parameters).
-
-    kind: "conv", "mlp", or "auto" (conv for image-like (C, H, W) observations, see `is_image_shape`).
-    hidden: the MLP's widths; a conv net's fc width comes with its torso (512 Nature, 128 MinAtar).
-    input_scale: conv nets only (see the module docstring); the MLP sees the raw values, as it always has.
-    """
-    if kind == "auto":
-        kind = "conv" if is_image_shape(tuple(obs_shape)) else "mlp"
-    if kind == "mlp":
-        return EnsembleQNet(k, int(np.prod(obs_shape)), n_actions, tuple(hidden), dueling)
-    if kind != "conv":
-        raise ValueError(f"unknown Q-net kind {kind!r}; known: auto, conv, mlp")
-    if torso == "auto":
-        torso = auto_torso(tuple(obs_shape))
-    return EnsembleConvQNet(k, tuple(obs_shape), n_actions, torso, dueling, input_scale)
-
-
-def qnet_from_spec(spec: dict) -> nn.Module:
-    """Rebuild a net from `net.spec()` (a checkpoint's); MLP specs predate the "kind" field, so none means MLP."""
-    kind = spec.get("kind", "mlp") if isinstance(spec, dict) else None
-    try:
-        if kind == "mlp":
-            return EnsembleQNet.from_spec(spec)
-        if kind == "conv":
-            return EnsembleConvQNet.from_spec(spec)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"malformed {kind} Q-net spec ({str(exc).splitlines()[0][:160]})") from None
-    raise UserError(f"unknown Q-net kind {kind!r} in spec; known: conv, mlp")
