@@ -21,9 +21,8 @@ import numpy as np
 import torch
 
 from asyncdqn import config
-from asyncdqn.errors import UserError, brief
-from asyncdqn.nets import qnet_from_spec
-from asyncdqn.nets import EnsembleQNet, GreedyPolicy
+from asyncdqn.errors import UserError, brief, first_line
+from asyncdqn.nets import EnsembleQNet, GreedyPolicy, qnet_from_spec
 
 FORMAT = "asyncdqn-checkpoint"
 VERSION = 1
@@ -83,12 +82,6 @@ def resolve(path_or_dir: str | Path) -> Path:
     return p
 
 
-def _reason(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none), at most 160 characters."""
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
-
-
 def load(path_or_dir: str | Path) -> dict:
     """Load and check a checkpoint; any problem is a one-line UserError, and nothing is executed."""
     path = resolve(path_or_dir)
@@ -104,13 +97,13 @@ def load(path_or_dir: str | Path) -> dict:
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = _reason(exc) if str(exc).strip() else "unsafe or corrupt pickle"
+        reason = first_line(exc) if str(exc).strip() else "unsafe or corrupt pickle"
         raise UserError(f"{path}: refused to load (not a plain-tensor checkpoint: {reason})") from None
     except Exception as exc:  # noqa: BLE001
         # A damaged file fails in arbitrary ways inside torch's weights-only unpickler (KeyError and
         # IndexError from its memo and stack, TypeError from a rebuild call, AttributeError, BadZipFile,
         # EOFError, ...): all of them mean the bytes on disk are not a checkpoint, none is a bug of ours.
-        raise UserError(f"{path}: corrupt or truncated checkpoint ({_reason(exc)})") from None
+        raise UserError(f"{path}: corrupt or truncated checkpoint ({first_line(exc)})") from None
     if not isinstance(ckpt, dict) or not (isinstance(ckpt.get("format"), str) and ckpt["format"] == FORMAT):
         raise UserError(f"{path}: not an asyncdqn checkpoint")
     version = ckpt.get("version")
@@ -137,7 +130,7 @@ def policy_from(ckpt: dict) -> GreedyPolicy:
             raise TypeError(f"weights must be a tensor of {net.k} merge weights, got {brief(weights)}")
         return GreedyPolicy(net.eval(), weights.numpy())
     except (KeyError, TypeError, RuntimeError, AttributeError, ValueError) as exc:
-        raise UserError(f"checkpoint policy is malformed ({_reason(exc)})") from None
+        raise UserError(f"checkpoint policy is malformed ({first_line(exc)})") from None
 
 
 def config_from(ckpt: dict) -> config.RunConfig:
