@@ -31,8 +31,7 @@ import numpy as np
 import torch
 
 from asyncdqn import checkpoint
-from asyncdqn.actors import StepGate, epsilon_ladder
-from asyncdqn.collection import LocalCollection
+from asyncdqn.collect.local import LocalCollection
 from asyncdqn.config import RunConfig, to_dict, to_toml
 from asyncdqn.convnets import input_scale_for
 from asyncdqn.environments import env_kwargs, make_env, spec_of
@@ -44,6 +43,7 @@ from asyncdqn.merge import ScoreBoard
 from asyncdqn.metrics import MetricsWriter, plot_learning_curve, to_json
 from asyncdqn.nets import GreedyPolicy, copy_params_
 from asyncdqn.replay import ReplayPool
+from asyncdqn.schedule import StepGate, budget, epsilon_ladder
 
 # The learner thread releases the GIL inside each torch kernel and must win it back from the actors'
 # event loop for the next op; at the default 5 ms switch interval a ~1 ms update then waits up to 5 ms
@@ -72,27 +72,6 @@ class _Best:
     env_steps: int = 0
 
 
-def budget(cfg: RunConfig) -> tuple[int, Callable[[int], int]]:
-    """(total updates of the run, actors' step limit as a function of updates already made)."""
-    lc = cfg.learner
-    if lc.replay_ratio == 0:
-        return 0, lambda updates: cfg.total_steps
-    total_updates = int(lc.replay_ratio * max(0, cfg.total_steps - lc.learning_starts))
-
-    def steps_needed(updates: int) -> int:
-        """Env steps after which `updates` updates are allowed (capped: float rounding may overshoot)."""
-        return min(cfg.total_steps, lc.learning_starts + math.ceil(updates / lc.replay_ratio))
-
-    def step_limit(updates: int) -> int:
-        if updates >= total_updates:
-            return cfg.total_steps
-        nxt = min(updates + lc.updates_per_call, total_updates)
-        return min(cfg.total_steps, steps_needed(nxt) + lc.max_lead)
-
-    step_limit.steps_needed = steps_needed  # type: ignore[attr-defined]
-    return total_updates, step_limit
-
-
 async def run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None] | None = None,
               stop: asyncio.Event | None = None, interrupt: asyncio.Event | None = None,
               resume: dict | None = None) -> dict:
@@ -107,7 +86,7 @@ async def run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None
     collection_class, session = LocalCollection, contextlib.nullcontext()
     if cfg.backend.kind == "ray":
         try:
-            from asyncdqn.ray_runtime import RayCollection, ray_session
+            from asyncdqn.collect.ray_learner import RayCollection, ray_session
         except ImportError as exc:
             if exc.name is None or exc.name.split(".")[0] != "ray":
                 raise

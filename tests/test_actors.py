@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import torch
 
-from asyncdqn.actors import InferenceBatcher, Uniforms
+from asyncdqn.collect.actor import InferenceBatcher, Uniforms
 from asyncdqn.nets import EnsembleQNet
 
 
