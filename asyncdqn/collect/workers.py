@@ -126,7 +126,7 @@ class EnvWorkerPool:
         self.obs_shape, self.obs_dtype = tuple(obs_shape), np.dtype(obs_dtype)
         self.on_worker_died, self.join_timeout = on_worker_died, join_timeout
         self.restarts = self.commands_sent = self.messages_sent = 0  # counters: replacements, batching
-        self._ctx = mp.get_context(ctx)
+        self._ctx: Any = mp.get_context(ctx)  # spawn or forkserver (typeshed: a BaseContext, without Process)
         if ctx == "forkserver":
             # Forked workers then start with these imported (a ~0.3 s gymnasium import each, otherwise).
             # Only takes effect if this interpreter's fork server is not running yet.
