@@ -21,7 +21,7 @@ import asyncio
 import numpy as np
 
 from asyncdqn import checkpoint
-from asyncdqn.actors import StepGate
+from asyncdqn.schedule import StepGate
 from asyncdqn.config import RunConfig, to_dict
 from asyncdqn.errors import UserError
 from asyncdqn.evaluation import EvalResult

@@ -1,16 +1,16 @@
 """The whole run in one coroutine: `run(config, out_dir)`.
 
-Place in the flow: owns every stage. One `asyncio.TaskGroup` holds the actors' side (a collection:
-`collection.LocalCollection`, the actors, inference batcher and queue consumer in this process, or
-`ray_runtime.RayCollection`, actors in Ray processes), the learner, the evaluator and the progress
-reporter; the metrics writer lives in an outer group so it can flush after the others stop. The learner
-decides the end (budget reached, or the stop event set by an evaluation reaching `eval.stop_at` or by the
-CLI); then the rest are cancelled and awaited, so no task outlives `run`. Signals are the CLI's business,
-not this module's.
+Place in the flow: owns every stage. One `asyncio.TaskGroup` holds the actors' side (a collection, see
+`collect.protocol.Collection`: `collect.local.LocalCollection` runs the actors, inference batcher and queue
+consumer in this process, `collect.ray_learner.RayCollection` runs the actors in Ray processes), the learner,
+the evaluator and the progress reporter; the metrics writer lives in an outer group so it can flush after the
+others stop. The learner decides the end (budget reached, or the stop event set by an evaluation reaching
+`eval.stop_at` or by the CLI); then the rest are cancelled and awaited, so no task outlives `run`. Signals are
+the CLI's business, not this module's.
 
-Replay ratio: the learner may make `ratio * (steps - learning_starts)` updates; actors may take at most
-`learning_starts + (updates + updates_per_call) / ratio + max_lead` steps. With max_lead = 0 actors and
-learner alternate in lockstep, and a seeded run is reproducible bit for bit.
+Replay ratio (`schedule.budget`): the learner may make `ratio * (steps - learning_starts)` updates; actors
+may take at most `learning_starts + (updates + updates_per_call) / ratio + max_lead` steps. With max_lead = 0
+actors and learner alternate in lockstep, and a seeded run is reproducible bit for bit.
 """
 
 from __future__ import annotations
@@ -30,10 +30,8 @@ import numpy as np
 import torch
 
 from asyncdqn import checkpoint
-from asyncdqn.actors import StepGate, epsilon_ladder
-from asyncdqn.collection import LocalCollection
+from asyncdqn.collect.local import LocalCollection
 from asyncdqn.config import RunConfig, to_toml
-from asyncdqn.nets import input_scale_for
 from asyncdqn.environments import env_kwargs, make_env, spec_of
 from asyncdqn.errors import RunFailed, UserError, first_line
 from asyncdqn.evaluation import evaluate
@@ -41,10 +39,11 @@ from asyncdqn.frames import FramePool
 from asyncdqn.learner import Learner
 from asyncdqn.merge import ScoreBoard
 from asyncdqn.metrics import MetricsWriter, plot_learning_curve, to_json
-from asyncdqn.nets import GreedyPolicy, copy_params_
+from asyncdqn.nets import GreedyPolicy, copy_params_, input_scale_for
 from asyncdqn.replay import ReplayPool
 from asyncdqn.run_state import Best, Parts, RunState, diverged_message, merge_record, payload, restore, summary, \
     train_record
+from asyncdqn.schedule import StepGate, beta_at, budget, epsilon_ladder
 
 # The learner thread releases the GIL inside each torch kernel and must win it back from the actors'
 # event loop for the next op; at the default 5 ms switch interval a ~1 ms update then waits up to 5 ms
@@ -66,25 +65,6 @@ class Progress:
     last_eval: float = math.nan
 
 
-def budget(cfg: RunConfig) -> tuple[int, Callable[[int], int]]:
-    """(total updates of the run, actors' step limit as a function of updates already made)."""
-    lc = cfg.learner
-    if lc.replay_ratio == 0:
-        return 0, lambda updates: cfg.total_steps
-    total_updates = int(lc.replay_ratio * max(0, cfg.total_steps - lc.learning_starts))
-
-    def steps_needed(updates: int) -> int:
-        """Env steps after which `updates` updates are allowed (capped: float rounding may overshoot)."""
-        return min(cfg.total_steps, lc.learning_starts + math.ceil(updates / lc.replay_ratio))
-
-    def step_limit(updates: int) -> int:
-        if updates >= total_updates:
-            return cfg.total_steps
-        nxt = min(updates + lc.updates_per_call, total_updates)
-        return min(cfg.total_steps, steps_needed(nxt) + lc.max_lead)
-
-    step_limit.steps_needed = steps_needed  # type: ignore[attr-defined]
-    return total_updates, step_limit
 
 
 async def run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None] | None = None,
@@ -95,13 +75,13 @@ async def run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None
     `stop` ends the run early (with the final evaluation); set `interrupt` as well and the final
     evaluation is skipped: the run saves a resumable checkpoint and returns at once (the CLI's SIGINT).
     `resume` is the `resume` entry of a checkpoint: the run continues where that checkpoint left it.
-    With `backend.kind = "ray"` the actors run in Ray actor processes (`ray_runtime.RayCollection`); the rest
+    With `backend.kind = "ray"` the actors run in Ray actor processes (`collect.ray_learner.RayCollection`); the rest
     of the run is the same code.
     """
     collection_class, session = LocalCollection, contextlib.nullcontext()
     if cfg.backend.kind == "ray":
         try:
-            from asyncdqn.ray_runtime import RayCollection, ray_session
+            from asyncdqn.collect.ray_learner import RayCollection, ray_session
         except ImportError as exc:
             if exc.name is None or exc.name.split(".")[0] != "ray":
                 raise
@@ -226,7 +206,7 @@ async def learn(p: Parts) -> None:
             await p.collection.settle()
         if len(p.replay) == 0 and not await fill_pool(p):
             break
-        beta = cfg.replay.beta + (1 - cfg.replay.beta) * min(1.0, gate.steps / cfg.total_steps)
+        beta = beta_at(cfg.replay.beta, gate.steps, cfg.total_steps)
         batches = [p.replay.sample(cfg.learner.num_nets, cfg.replay.batch_size, beta) for _ in range(n)]
         s.stats, merges = await asyncio.to_thread(p.learner.run, batches, p.returns.scores("return"))
         if p.learner.diverged:

@@ -1,6 +1,6 @@
 """Env-step throughput through `EnvWorkerPool`: in-process vs 1 worker vs 2 workers.
 
-Setup: E envs (default 8), one actor-like coroutine each, as in `asyncdqn.actors`: an actor waits for
+Setup: E envs (default 8), one actor-like coroutine each, as in `asyncdqn.collect.actor`: an actor waits for
 its action from a batcher, which answers every waiting actor with one simulated inference per tick (a
 fixed ~INFER us of numpy on the event-loop thread, standing in for the batched forward), then steps its
 env and resets it at episode ends. In-process, `env.step` runs on the event loop (today's actors); with
@@ -44,7 +44,7 @@ import gymnasium as gym
 import numpy as np
 from _common import finish, machine_info, median, print_table
 
-from asyncdqn.workers import EnvWorkerPool
+from asyncdqn.collect.workers import EnvWorkerPool
 
 MODES = ("in-process", "1 worker", "2 workers")
 
@@ -162,7 +162,7 @@ def make_cartpole() -> gym.Env:
 
 
 class Batcher:
-    """One simulated forward per tick for all waiting actors (as `actors.InferenceBatcher`)."""
+    """One simulated forward per tick for all waiting actors (as `asyncdqn.collect.actor.InferenceBatcher`)."""
 
     def __init__(self, reps: int):
         self.reps, self.buf = reps, np.linspace(0, 1, 1000)

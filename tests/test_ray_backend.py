@@ -22,8 +22,8 @@ from asyncdqn.environments import env_kwargs, make_env, spec_of  # noqa: E402
 from asyncdqn.errors import UserError  # noqa: E402
 from asyncdqn.learner import Learner  # noqa: E402
 from asyncdqn.metrics import read_records  # noqa: E402
-from asyncdqn.ray_backend import ActorHost, host_groups  # noqa: E402
-from asyncdqn.ray_runtime import step_share  # noqa: E402
+from asyncdqn.collect.ray_host import ActorHost, host_groups  # noqa: E402
+from asyncdqn.collect.ray_learner import step_share  # noqa: E402
 from conftest import run_in_fresh_loop, tiny_config  # noqa: E402
 
 
@@ -74,7 +74,7 @@ async def test_host_parks_at_its_limit_stamps_versions_and_returns_states_when_q
 
 
 @pytest.fixture
-def local_ray():  # per test: a running Ray would be reused by every later run (`ray_runtime.ray_session`)
+def local_ray():  # per test: a running Ray would be reused by every later run (`ray_learner.ray_session`)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
              logging_level="ERROR")
     yield
@@ -132,7 +132,7 @@ def test_unreachable_ray_address_is_one_line(capsys, tmp_path):
 
 
 def test_backend_ray_without_ray_installed_says_how_to_install(capsys, tmp_path, monkeypatch):
-    for name in [m for m in sys.modules if m == "ray" or m.startswith(("ray.", "asyncdqn.ray_"))]:
+    for name in [m for m in sys.modules if m == "ray" or m.startswith(("ray.", "asyncdqn.collect.ray_"))]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
     rc = main(["train", "cartpole", "--quiet", "--out", str(tmp_path / "r"), "--backend", "ray"])

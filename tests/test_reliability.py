@@ -22,7 +22,7 @@ import torch
 
 from asyncdqn import checkpoint, config, runtime
 from asyncdqn.cli import main
-from asyncdqn.collection import LocalCollection
+from asyncdqn.collect.local import LocalCollection
 from asyncdqn.config import LearnerConfig, MergeConfig
 from asyncdqn.learner import Learner
 from asyncdqn.metrics import MetricsWriter, read_records

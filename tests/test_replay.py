@@ -3,12 +3,14 @@ CartPole transitions whose derived next observation must obey the cart-pole's Eu
 
 from __future__ import annotations
 
-import gymnasium as gym
+import asyncio
+
 import numpy as np
 import pytest
 
 from asyncdqn.replay import ReplayPool, SumTree
 from asyncdqn.transitions import Chunk, ChunkBuilder
+from helpers.real_actors import collect
 
 F32 = np.dtype(np.float32)
 
@@ -324,26 +326,14 @@ def test_priority_update_for_an_overwritten_row_keeps_the_new_rows_fresh_priorit
 
 
 def cartpole_pool(n: int, capacity: int, steps: int, seed: int = 0) -> tuple[ReplayPool, int]:
-    env = gym.make("CartPole-v1")
-    rng = np.random.default_rng(seed)
-    b = ChunkBuilder(32, (4,), F32, 0.99, n, net=0)
+    """A pool of what the real actor loop made on CartPole in `steps` env steps: one actor acting at random
+    (epsilon 1), n-step returns, chunks of 32 rows; (the pool, the episodes finished)."""
+    actors = {"num_actors": 1, "n_step": n, "chunk_rows": 32, "eps_base": 1.0, "eps_anneal_steps": 0}
+    _, sink, episodes = asyncio.run(collect(steps, {"id": "CartPole-v1"}, actors, seed))
     p = ReplayPool(capacity, (4,), F32, np.random.default_rng(seed + 1))
-    episodes = 0
-    obs, _ = env.reset(seed=seed)
-    b.observe(obs)
-    for _ in range(steps):
-        action = int(rng.integers(2))
-        obs, reward, terminated, truncated, _ = env.step(action)
-        b.acted(action, float(reward))
-        if terminated or truncated:
-            b.final(obs, bool(terminated))
-            episodes += 1
-            obs, _ = env.reset()
-        b.observe(obs)
-        if b.full:
-            p.add(b.flush())
-    env.close()
-    return p, episodes
+    for chunk in sink.chunks:
+        p.add(chunk)
+    return p, len(episodes)
 
 
 def test_cartpole_next_observation_is_the_true_next_state():

@@ -1,6 +1,6 @@
-"""The asyncio runtime: backpressure of the bounded queue, the step gate, the replay-ratio budget, and
-whole tiny runs (they end by themselves, leave no tasks behind, write their artifacts, are reproducible
-with max_lead = 0, and stop early on demand)."""
+"""The asyncio runtime: backpressure of the bounded queue, and whole tiny runs (they end by themselves,
+leave no tasks behind, write their artifacts, are reproducible with max_lead = 0, and stop early on
+demand). The step gate and the replay-ratio budget are tested in test_schedule.py."""
 
 from __future__ import annotations
 
@@ -17,119 +17,13 @@ import pytest
 import torch
 
 from asyncdqn import checkpoint, config, runtime
-from asyncdqn.actors import Actor, EnvFaults, InferenceBatcher, StepGate, annealed_epsilon, epsilon_ladder
+from asyncdqn.collect.actor import Actor, EnvFaults, InferenceBatcher
 from asyncdqn.evaluation import EvalResult
 from asyncdqn.metrics import plot_learning_curve, read_records, to_json
 from asyncdqn.nets import EnsembleQNet, GreedyPolicy
+from asyncdqn.schedule import StepGate
 from asyncdqn.transitions import ChunkBuilder
 from conftest import tiny_config, tiny_values
-
-
-async def spin(times: int = 5) -> None:
-    """Let every ready callback run (a few loop iterations, no wall-clock time)."""
-    for _ in range(times):
-        await asyncio.sleep(0)
-
-
-# ------------------------------------------------------------------------------------ plain functions
-
-
-def test_epsilon_ladder_hand_values():
-    # eps_i = 0.4 ** (1 + 7 i / 2): exponents 1, 4.5, 8
-    np.testing.assert_allclose(epsilon_ladder(3, 0.4, 7.0), [0.4, 0.4**4.5, 0.4**8], rtol=1e-12)
-    np.testing.assert_allclose(epsilon_ladder(1, 0.4, 7.0), [0.4])
-    np.testing.assert_allclose(epsilon_ladder(4, 0.5, 0.0), [0.5] * 4)
-
-
-def test_annealed_epsilon_hand_values():
-    final = np.array([0.4, 0.1, 0.0])
-    np.testing.assert_allclose(annealed_epsilon(0, 100, final), [1.0, 1.0, 1.0])
-    np.testing.assert_allclose(annealed_epsilon(50, 100, final), [0.7, 0.55, 0.5])
-    np.testing.assert_allclose(annealed_epsilon(100, 100, final), final)
-    np.testing.assert_allclose(annealed_epsilon(10_000, 100, final), final)
-    np.testing.assert_allclose(annealed_epsilon(0, 0, final), final)          # no annealing
-
-
-def budget_of(ratio: float, learning_starts: int, total_steps: int, per_call: int, max_lead: int):
-    return runtime.budget(config.from_dict({"total_steps": total_steps, "learner": {
-        "replay_ratio": ratio, "learning_starts": learning_starts, "updates_per_call": per_call,
-        "max_lead": max_lead}}))
-
-
-def test_budget_hand_computed_lockstep():
-    total, limit = budget_of(0.25, 100, 1000, 8, 0)
-    assert total == 225                                 # 0.25 * (1000 - 100)
-    # the actors may take learning_starts + (updates + 8) / 0.25 steps
-    assert [limit(u) for u in (0, 8, 16, 200, 216)] == [132, 164, 196, 932, 996]
-    assert limit(224) == 1000                           # the last call needs 225 updates -> 100 + 900
-    assert limit(225) == limit(10_000) == 1000
-
-
-def test_budget_hand_computed_with_lead():
-    total, limit = budget_of(0.25, 100, 1000, 8, 16)
-    assert total == 225
-    assert [limit(u) for u in (0, 8, 200)] == [148, 180, 948]
-    assert limit(216) == 1000                           # 996 + 16 capped at total_steps
-
-
-def test_budget_more_updates_than_steps_and_collect_only():
-    total, limit = budget_of(3.0, 100, 400, 8, 0)
-    assert total == 900                                 # 3 * 300
-    assert [limit(0), limit(8), limit(896)] == [103, 106, 400]   # ceil(8/3) = 3, ceil(16/3) = 6
-    total, limit = budget_of(0.0, 100, 400, 8, 0)
-    assert total == 0 and limit(0) == 400
-
-
-# -------------------------------------------------------------------------------------- the step gate
-
-
-async def test_step_gate_acquire_blocks_at_the_limit_and_set_limit_releases_one_step_each():
-    gate = StepGate(2)
-    await gate.acquire()
-    await gate.acquire()
-    waiters = [asyncio.create_task(gate.acquire()) for _ in range(3)]
-    await spin()
-    assert gate.steps == 2 and not any(w.done() for w in waiters)
-    gate.set_limit(3)                                   # room for exactly one more step
-    await spin()
-    assert gate.steps == 3 and sum(w.done() for w in waiters) == 1
-    [w for w in waiters if not w.done()][0].cancel()
-    await spin()
-    gate.set_limit(10)
-    await spin()
-    assert gate.steps == 4                              # the cancelled waiter took no step
-    assert all(w.done() for w in waiters)
-    assert sum(w.cancelled() for w in waiters) == 1
-
-
-async def test_step_gate_wait_steps_resolves_exactly_at_the_nth_step():
-    gate = StepGate(100)
-    w5 = asyncio.create_task(gate.wait_steps(5))
-    w3 = asyncio.create_task(gate.wait_steps(3))
-    await spin()
-    for step in range(1, 7):
-        await gate.acquire()
-        await spin()
-        assert w3.done() == (step >= 3), step
-        assert w5.done() == (step >= 5), step
-    await asyncio.wait_for(gate.wait_steps(2), 0.1)     # already reached: returns at once
-
-
-async def test_step_gate_cancelled_waiter_does_not_break_others():
-    gate = StepGate(100)
-    a = asyncio.create_task(gate.wait_steps(2))
-    b = asyncio.create_task(gate.wait_steps(2))
-    c = asyncio.create_task(gate.wait_steps(3))
-    await spin()
-    a.cancel()
-    await spin()
-    for _ in range(2):
-        await gate.acquire()
-    await spin()
-    assert a.cancelled() and b.done() and not b.cancelled() and not c.done()
-    await gate.acquire()
-    await spin()
-    assert c.done() and not c.cancelled()
 
 
 # -------------------------------------------------------------------------------------- backpressure

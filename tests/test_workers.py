@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from helpers.worker_envs import NAP, POISON, make_cartpole, make_counting
 
-from asyncdqn.workers import (EnvError, EnvWorkerPool, TooManyRestarts, WorkerDeath, WorkerDied,
+from asyncdqn.collect.workers import (EnvError, EnvWorkerPool, TooManyRestarts, WorkerDeath, WorkerDied,
                               default_num_workers)
 
 TESTS = Path(__file__).resolve().parent
@@ -184,7 +184,7 @@ async def test_close_leaves_no_processes_or_shared_memory(sync_close):
 SCRIPT = """
 import asyncio, os, signal
 import numpy as np
-from asyncdqn.workers import EnvWorkerPool, WorkerDied
+from asyncdqn.collect.workers import EnvWorkerPool, WorkerDied
 from helpers.worker_envs import make_counting
 
 async def main():

@@ -1,12 +1,10 @@
 """Collection in this process: the actor coroutines, their inference batcher, the bounded queue, env workers.
 
-Place in the flow: actors -> **queue** -> replay, as the runtime sees it. `runtime.run` talks to the actors'
-side of a run only through a collection (this one, or `ray_runtime.RayCollection` with the same methods,
-whose actors live in Ray actor processes), so the learner, evaluation, checkpoints and metrics are one code.
-
-A collection owns the step gate the learner raises (`gate`), moves chunks into the replay pool, can park
-every actor between two steps (`settle`, `quiesce`) so their state can be saved, and hands back each actor's
-state for a checkpoint. `make_actor` builds one actor; the Ray hosts use it too.
+Place in the flow: actors -> **queue** -> replay, as the runtime sees it: the local backend of the
+`protocol.Collection` seam (the other is `ray_learner.RayCollection`, whose actors live in Ray processes).
+It takes steps from the step gate the learner raises, moves chunks into the replay pool, can park every
+actor between two steps (`settle`, `quiesce`) so their state can be saved, and hands back each actor's
+state for a checkpoint.
 
 Blocking: nothing here blocks the loop except env steps of envs stepped on it (`actors.env_workers = 0`).
 """
@@ -16,50 +14,23 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
 
-from asyncdqn.actors import Actor, EnvFaults, EpisodeHook, InferenceBatcher, StepGate
+from asyncdqn.collect.actor import EnvFaults, InferenceBatcher, make_actor
+from asyncdqn.collect.protocol import EpisodeHook, ReplaySink
+from asyncdqn.collect.workers import EnvWorkerPool, WorkerDeath
 from asyncdqn.config import RunConfig
-from asyncdqn.environments import FaultInjector, make_env, worker_env
+from asyncdqn.environments import EnvSpec, worker_env
 from asyncdqn.nets import EnsembleQNet
-from asyncdqn.transitions import ChunkBuilder
-from asyncdqn.workers import EnvWorkerPool, WorkerDeath
+from asyncdqn.schedule import StepGate, epsilon_schedule
+from asyncdqn.transitions import Chunk
 
 
-def make_actor(cfg: RunConfig, i: int, seq: np.random.SeedSequence, train_kwargs: dict, spec,
-               env: gym.Env | None, pool: EnvWorkerPool | None = None) -> Actor:
-    """Actor i: its env (`env`, or a new one; wrapped for fault injection when asked; or env i of the worker
-    `pool`), seed, chunk builder and RNG. It acts with (and its chunks are credited to) net i mod K."""
-    seq_rng, seq_faults = seq.spawn(2)
-    fault_rng = np.random.default_rng(seq_faults)
-    rate = cfg.faults.env_error_rate
-
-    def wrap(env: gym.Env) -> gym.Env:
-        return FaultInjector(env, rate, fault_rng) if rate > 0 else env
-
-    builder = ChunkBuilder(cfg.actors.chunk_rows, spec.obs_shape, spec.obs_dtype, cfg.learner.gamma,
-                           cfg.actors.n_step, net=i % cfg.learner.num_nets)
-    return Actor(i, lambda: wrap(make_env(cfg.env, train_kwargs)), int(seq.generate_state(1)[0] % 2**31),
-                 builder, np.random.default_rng(seq_rng), env=wrap(env) if env is not None and pool is None else None,
-                 pool=pool, n_actions=spec.n_actions)
-
-
-def epsilon_schedule(ladder_N: np.ndarray, anneal_steps: int,
-                     steps: Callable[[], int]) -> Callable[[int], float]:
-    """`annealed_epsilon` for one actor, in scalar form (the actors' hot path); `steps()` is the run's
-    env-step count so far."""
-    ladder = ladder_N.tolist()
-    anneal = max(1, anneal_steps)
-
-    def epsilon(actor: int) -> float:
-        return 1.0 + (ladder[actor] - 1.0) * min(1.0, steps() / anneal)
-
-    return epsilon
-
-
-def _worker_pool(cfg: RunConfig, train_kwargs: dict, spec, log: Callable[[dict], None]) -> EnvWorkerPool | None:
+def _worker_pool(cfg: RunConfig, train_kwargs: dict, spec: EnvSpec,
+                 log: Callable[[dict], None]) -> EnvWorkerPool | None:
     """The env worker processes (`actors.env_workers`), or None when the envs step on the event loop."""
     if cfg.actors.env_workers == 0:
         return None
@@ -78,11 +49,12 @@ class LocalCollection:
     """All N actors as coroutines on this event loop, one batched forward per tick on `acting` (the runtime
     copies the learner's nets into it after every learner call), chunks through a bounded asyncio.Queue."""
 
-    def __init__(self, cfg: RunConfig, seq_actors: list, train_kwargs: dict, spec, first_env: gym.Env,
-                 acting: EnsembleQNet, gate: StepGate, replay, ladder_N: np.ndarray, log: Callable[[dict], None]):
+    def __init__(self, cfg: RunConfig, seq_actors: list[np.random.SeedSequence], train_kwargs: dict,
+                 spec: EnvSpec, first_env: gym.Env, acting: EnsembleQNet, gate: StepGate, replay: ReplaySink,
+                 ladder_N: np.ndarray, log: Callable[[dict], None]):
         self.gate, self.replay = gate, replay
         self.batcher = InferenceBatcher(acting, cfg.actors.num_actors, spec.obs_shape, spec.obs_dtype)
-        self.queue: asyncio.Queue = asyncio.Queue(maxsize=cfg.actors.queue_chunks)
+        self.queue: asyncio.Queue[Chunk] = asyncio.Queue(maxsize=cfg.actors.queue_chunks)
         self.faults = EnvFaults(cfg.faults.max_env_restarts, cfg.faults.restart_backoff_s, log)
         self.pool = _worker_pool(cfg, train_kwargs, spec, log)
         if self.pool is not None:
@@ -119,14 +91,14 @@ class LocalCollection:
                 *[tg.create_task(a.run(self.batcher, self.gate, self.queue, self.epsilon, on_episode, self.faults))
                   for a in self.actors]]
 
-    def drain(self) -> None:
+    def _drain(self) -> None:
         while not self.queue.empty():
             self.replay.add(self.queue.get_nowait())
 
     async def settle(self) -> None:
         """Until every actor waits at the gate (the budget spent), with every queued chunk in the pool."""
         await self.gate.wait_parked(len(self.actors))
-        self.drain()
+        self._drain()
 
     async def quiesce(self) -> None:
         """Let every actor finish its step and park at the gate, and move every queued chunk to replay."""
@@ -151,3 +123,9 @@ class LocalCollection:
         for a in self.actors:
             if a.env is not None:
                 a.env.close()
+
+
+if TYPE_CHECKING:  # `make typecheck`: the class builds, and is, a protocol.Collection
+    from asyncdqn.collect.protocol import CollectionFactory
+
+    _conforms: CollectionFactory = LocalCollection

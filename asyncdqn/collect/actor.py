@@ -1,13 +1,15 @@
 """Actors: N env instances, one asyncio coroutine each, answered by one batched forward pass.
 
 Place in the flow: **actors** -> queue -> replay. Actor i acts with Q-net i mod K and its own epsilon
-from the Ape-X ladder (Horgan et al. 2018), annealed from 1 early in the run. Each actor builds its own
-chunks (so n-step returns are per actor) and puts them on the bounded queue; a full queue makes it wait.
+(`schedule.epsilon_schedule`: the Ape-X ladder of Horgan et al. 2018, annealed from 1 early in the run).
+Each actor builds its own chunks (so n-step returns are per actor) and puts them on the bounded queue; a
+full queue makes it wait. Both collection backends (local.py, ray_host.py) build their actors with
+`make_actor`.
 
 Blocking calls: `env.step`/`env.reset` run on the event loop (classic-control steps take microseconds);
 `InferenceBatcher.serve` runs the forward pass on the event loop too, once per tick for all waiting actors.
 
-Pausing and resuming: an actor is only ever snapshotted while it waits at the gate (`StepGate.wait_parked`),
+Pausing and resuming: an actor is only ever snapshotted while it waits at the gate (`schedule.StepGate.wait_parked`),
 between two steps. It keeps what its env's state follows from: the state of the env's generator
 (`env.unwrapped.np_random`) just before the episode's reset, or the seed of that reset, and the actions
 taken since. A resumed actor rebuilds the env's exact state by restoring that and replaying the actions:
@@ -17,7 +19,7 @@ tensors only). An env that does not reproduce the saved observation restarts its
 Faults: an env that raises in `step` or `reset` is rebuilt and reset with backoff; its partial episode
 is dropped (`ChunkBuilder.drop_partial_episode`); `EnvFaults` stops the run after too many failures in a row.
 
-Env workers: with a `pool` (asyncdqn.workers.EnvWorkerPool), actor i's env lives in a worker process as
+Env workers: with a `pool` (workers.EnvWorkerPool), actor i's env lives in a worker process as
 env i of the pool; the actor awaits `pool.step(i, a, autoreset=True)` instead of calling `env.step`, so the
 loop keeps serving other actors, inference and the learner while envs step on other cores. An env error or
 a dead worker is a fault like any other (the pool rebuilds the env at its reset). The env's generator is
@@ -30,33 +32,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import json
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from asyncdqn.collect.protocol import EpisodeHook
+from asyncdqn.collect.workers import EnvWorkerPool, TooManyRestarts
+from asyncdqn.config import RunConfig
+from asyncdqn.environments import EnvSpec, FaultInjector, make_env
 from asyncdqn.errors import RunFailed
 from asyncdqn.nets import EnsembleQNet, numpy_forward
-from asyncdqn.transitions import ChunkBuilder
-from asyncdqn.workers import EnvWorkerPool, TooManyRestarts
-
-
-def epsilon_ladder(num_actors: int, base: float, alpha: float) -> np.ndarray:
-    """eps_i = base ** (1 + alpha * i / (N - 1)); a single actor gets `base`."""
-    if num_actors == 1:
-        return np.array([base])
-    i = np.arange(num_actors)
-    return base ** (1.0 + alpha * i / (num_actors - 1))
-
-
-def annealed_epsilon(step: int, anneal_steps: int, final_N: np.ndarray) -> np.ndarray:
-    """Linear from 1 at step 0 to each actor's ladder value at `anneal_steps`, then constant."""
-    frac = 1.0 if anneal_steps == 0 else min(1.0, step / anneal_steps)
-    return 1.0 + (np.asarray(final_N) - 1.0) * frac
+from asyncdqn.schedule import StepGate
+from asyncdqn.transitions import Chunk, ChunkBuilder
 
 
 class Uniforms:
@@ -83,87 +75,6 @@ class Uniforms:
         the generator's state."""
         self.rng.bit_generator.state = json.loads(state["rng"])
         self._left = np.asarray(state.get("left", []), dtype=np.float64).tolist()
-
-
-class StepGate:
-    """The env-step budget the actors may use. The learner raises `limit` as it trains, which holds the
-    replay ratio; `wait_steps(n)` lets the learner and the evaluator sleep until n steps were taken."""
-
-    def __init__(self, limit: int):
-        self.steps = 0
-        self.limit = limit
-        self._opened = asyncio.Event()
-        self._watchers: list[tuple[int, int, asyncio.Future]] = []  # heap of (steps, seq, future)
-        self._seq = 0
-        self.parked = 0  # actors waiting in `acquire` for the budget to grow
-        self._park_watchers: list[tuple[int, asyncio.Future]] = []
-
-    def try_acquire(self) -> bool:
-        """Take one env step if the budget allows, without awaiting (the actors' fast path)."""
-        if self.steps >= self.limit:
-            return False
-        self.steps += 1
-        if self._watchers and self.steps >= self._watchers[0][0]:
-            self._wake_watchers()
-        return True
-
-    def _wake_watchers(self) -> None:
-        while self._watchers and self.steps >= self._watchers[0][0]:
-            fut = heapq.heappop(self._watchers)[2]
-            if not fut.done():
-                fut.set_result(None)
-
-    async def acquire(self) -> None:
-        """Take one env step from the budget; waits while the budget is spent."""
-        while self.steps >= self.limit:
-            self.parked += 1
-            self._wake_park_watchers()
-            try:
-                await self._opened.wait()
-            finally:
-                self.parked -= 1
-        self.steps += 1
-        self._wake_watchers()
-
-    def set_limit(self, limit: int) -> None:
-        self.limit = limit
-        self._opened.set()   # wake every waiter, then re-arm: a pulse
-        self._opened.clear()
-
-    def advance_to(self, steps: int) -> None:
-        """Set the step count from outside: the Ray backend's learner-side gate mirrors its hosts' steps."""
-        self.steps = steps
-        self._wake_watchers()
-
-    async def limit_changed(self) -> None:
-        """Until the next `set_limit` (the Ray backend's pumps wait here while a host's actors are parked)."""
-        await self._opened.wait()
-
-    def freeze(self) -> None:
-        """Grant no more steps: each actor finishes the step it is in and parks."""
-        self.limit = self.steps
-
-    async def wait_parked(self, n: int) -> None:
-        """Until n actors wait at the gate (with the budget spent, all of them, between two steps)."""
-        if self.parked >= n:
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._park_watchers.append((n, fut))
-        await fut
-
-    def _wake_park_watchers(self) -> None:
-        for n, fut in self._park_watchers:
-            if self.parked >= n and not fut.done():
-                fut.set_result(None)
-        self._park_watchers = [(n, f) for n, f in self._park_watchers if not f.done()]
-
-    async def wait_steps(self, n: int) -> None:
-        if self.steps >= n:
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._seq += 1
-        heapq.heappush(self._watchers, (n, self._seq, fut))
-        await fut
 
 
 class InferenceBatcher:
@@ -224,7 +135,10 @@ class InferenceBatcher:
                 tick.set_result(None)
 
 
-EpisodeHook = Callable[[int, int, float, int], None]  # (actor, net, return, length)
+class ChunkQueue(Protocol):
+    """Where an actor puts its full chunks: the bounded asyncio.Queue (local), a stamping wrapper (Ray)."""
+
+    async def put(self, chunk: Chunk) -> None: ...
 
 
 def _pool_verdict(exc: BaseException) -> BaseException:
@@ -330,7 +244,7 @@ class Actor:
             except Exception as err:  # noqa: BLE001 -- any env failure is a fault to recover from
                 exc = err
 
-    async def run(self, batcher: InferenceBatcher, gate: StepGate, queue: asyncio.Queue,
+    async def run(self, batcher: InferenceBatcher, gate: StepGate, queue: ChunkQueue,
                   epsilon: Callable[[int], float], on_episode: EpisodeHook, faults: EnvFaults) -> None:
         """Step until cancelled. Episodes end on `terminated` or `truncated`; the true final observation is
         stored (a final row) and bootstrapped from when the episode was truncated."""
@@ -421,3 +335,21 @@ class Actor:
         else:
             self.builder.drop_partial_episode()
             self._start_episode(seeded=True)
+
+
+def make_actor(cfg: RunConfig, i: int, seq: np.random.SeedSequence, train_kwargs: dict, spec: EnvSpec,
+               env: gym.Env | None, pool: EnvWorkerPool | None = None) -> Actor:
+    """Actor i: its env (`env`, or a new one; wrapped for fault injection when asked; or env i of the worker
+    `pool`), seed, chunk builder and RNG. It acts with (and its chunks are credited to) net i mod K."""
+    seq_rng, seq_faults = seq.spawn(2)
+    fault_rng = np.random.default_rng(seq_faults)
+    rate = cfg.faults.env_error_rate
+
+    def wrap(env: gym.Env) -> gym.Env:
+        return FaultInjector(env, rate, fault_rng) if rate > 0 else env
+
+    builder = ChunkBuilder(cfg.actors.chunk_rows, spec.obs_shape, spec.obs_dtype, cfg.learner.gamma,
+                           cfg.actors.n_step, net=i % cfg.learner.num_nets)
+    return Actor(i, lambda: wrap(make_env(cfg.env, train_kwargs)), int(seq.generate_state(1)[0] % 2**31),
+                 builder, np.random.default_rng(seq_rng), env=wrap(env) if env is not None and pool is None else None,
+                 pool=pool, n_actions=spec.n_actions)

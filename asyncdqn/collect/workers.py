@@ -7,8 +7,9 @@ batched inference, replay writes and the learner's hand-offs.
 Data paths: all commands (reset/step) for a worker from one event-loop tick go in one pipe message,
 sent by a `call_soon` callback (the actors woken by one inference tick all submit before it runs).
 The worker runs them in order, writes observations into shared memory [2, N, *O] (the call's; the next
-episode's first after an auto-reset) and answers with one message of small `Reply`s. The parent reads
-it via `loop.add_reader` on the pipe, copies the observations out and resolves the callers' futures.
+episode's first after an auto-reset) and answers with one message of small `Reply`s (the worker's side
+is env_worker.py). The parent reads it via `loop.add_reader` on the pipe, copies the observations out
+and resolves the callers' futures.
 
 Env i lives in worker i % num_workers (round robin, not contiguous blocks): whichever subset of actors
 is busy (fewer actors than envs, some parked at the step gate), their envs spread evenly over workers.
@@ -37,14 +38,14 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import signal
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from asyncdqn.collect.env_worker import Command, Reply, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +56,6 @@ def default_num_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-class Command(NamedTuple):
-    env: int
-    reset: bool        # reset (with seed) rather than step (with action)
-    action: Any
-    seed: int | None
-    autoreset: bool    # step, and reset (unseeded) at once if the episode ended
-
-
-class Reply(NamedTuple):
-    env: int
-    reward: float
-    terminated: bool
-    truncated: bool
-    info: dict          # gymnasium's info, scalar entries only (e.g. Atari's lives)
-    error: str | None   # the worker's traceback when the env raised
-    was_reset: bool     # auto-reset: the next episode's first observation is in obs_2NO[1]
 
 
 class StepResult(NamedTuple):
@@ -116,69 +99,6 @@ class TooManyRestarts(RuntimeError):
     """Workers died more than `max_restarts` times: the pool is broken; close it."""
 
 
-# --------------------------------------------------------------------------------------------- worker side
-
-
-def _close_quietly(env) -> None:
-    with contextlib.suppress(Exception):
-        if env is not None:
-            env.close()
-
-
-def _scalar_info(info: dict) -> dict:
-    return {k: v.item() if isinstance(v, np.generic) else v for k, v in info.items()
-            if isinstance(v, (bool, int, float, np.bool_, np.number))}
-
-
-def _run(envs: dict, obs_2NO: np.ndarray, cmd: Command, env_fn: Callable) -> Reply:
-    was_reset = False
-    try:
-        if cmd.reset:
-            if envs[cmd.env] is None:
-                envs[cmd.env] = env_fn()
-            obs, info = envs[cmd.env].reset(seed=cmd.seed)
-            reward, terminated, truncated = 0.0, False, False
-        else:
-            if envs[cmd.env] is None:
-                raise RuntimeError("the env is not built (never reset, or it raised): reset it first")
-            obs, reward, terminated, truncated, info = envs[cmd.env].step(cmd.action)
-            if cmd.autoreset and (terminated or truncated):
-                # Unseeded, as actors reset between episodes: the env's own generator goes on.
-                obs_2NO[1, cmd.env] = envs[cmd.env].reset()[0]
-                was_reset = True
-        obs_2NO[0, cmd.env] = obs
-        return Reply(cmd.env, float(reward), bool(terminated), bool(truncated), _scalar_info(info), None,
-                     was_reset)
-    except Exception:
-        # Its state is unknown now: drop it, and rebuild it at the next reset.
-        _close_quietly(envs[cmd.env])
-        envs[cmd.env] = None
-        return Reply(cmd.env, 0.0, False, False, {}, traceback.format_exc(), False)
-
-
-def _worker_main(conn, shm_name: str, obs_shape: tuple, obs_dtype: str, num_envs: int,
-                 env_ids: tuple[int, ...], env_fn: Callable) -> None:
-    """One worker process: run command batches until told to stop or orphaned."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes us
-    shm = SharedMemory(name=shm_name)  # attaching registers it with the parent's tracker: a no-op repeat
-    obs_2NO = np.ndarray((2, num_envs, *obs_shape), dtype=np.dtype(obs_dtype), buffer=shm.buf)
-    envs: dict = dict.fromkeys(env_ids)  # None: built at the next reset
-    try:
-        while True:
-            try:
-                cmds = conn.recv()
-                if cmds is None:
-                    break
-                conn.send([_run(envs, obs_2NO, cmd, env_fn) for cmd in cmds])
-            except (EOFError, OSError):
-                break  # the parent is gone
-    finally:
-        for env in envs.values():
-            _close_quietly(env)
-        del obs_2NO
-        shm.close()
-
-
 # --------------------------------------------------------------------------------------------- parent side
 
 
@@ -206,12 +126,12 @@ class EnvWorkerPool:
         self.obs_shape, self.obs_dtype = tuple(obs_shape), np.dtype(obs_dtype)
         self.on_worker_died, self.join_timeout = on_worker_died, join_timeout
         self.restarts = self.commands_sent = self.messages_sent = 0  # counters: replacements, batching
-        self._ctx = mp.get_context(ctx)
+        self._ctx: Any = mp.get_context(ctx)  # spawn or forkserver (typeshed: a BaseContext, without Process)
         if ctx == "forkserver":
             # Forked workers then start with these imported (a ~0.3 s gymnasium import each, otherwise).
             # Only takes effect if this interpreter's fork server is not running yet.
             env_module = getattr(getattr(env_fn, "func", env_fn), "__module__", "gymnasium")  # partial or function
-            self._ctx.set_forkserver_preload(["asyncdqn.workers", "gymnasium", env_module])
+            self._ctx.set_forkserver_preload(["asyncdqn.collect.env_worker", "gymnasium", env_module])
         self._slots = [_Slot(w, tuple(range(w, num_envs, self.num_workers))) for w in range(self.num_workers)]
         self._inflight: dict[int, tuple[asyncio.Future, bool]] = {}  # env -> (future, is reset)
         self._needs_reset = np.zeros(num_envs, dtype=bool)
@@ -255,7 +175,7 @@ class EnvWorkerPool:
     def _start_worker(self, slot: _Slot) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=_worker_main, name=f"asyncdqn-env-worker-{slot.worker}", daemon=True,
+            target=worker_main, name=f"asyncdqn-env-worker-{slot.worker}", daemon=True,
             args=(child, self._shm.name, self.obs_shape, self.obs_dtype.str, self.num_envs, slot.envs, self.env_fn))
         proc.start()
         child.close()  # so that the worker's death shows as EOF on our end

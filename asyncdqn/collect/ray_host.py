@@ -1,9 +1,9 @@
 """Ray hosts: the existing actor coroutines inside a Ray async actor process, several envs each.
 
 Place in the flow: **actors** -> queue, on another process or machine. An `ActorHost` runs whole groups of K
-actors (`collection.make_actor`, the same `actors.Actor` code as the local backend) on its own event loop,
+actors (`actor.make_actor`, the same `actor.Actor` code as the local backend) on its own event loop,
 with a `StepGate`, `EnvFaults` and an `InferenceBatcher` over a CPU copy of the K-net ensemble. The learner
-(`ray_runtime.RayCollection`) calls `pull` in a loop; each call's result travels back as a Ray object ref.
+(`ray_learner.RayCollection`) calls `pull` in a loop; each call's result travels back as a Ray object ref.
 
 A pull sets the host's step limit (the learner holds the replay ratio), may carry fresh weights (a Ray
 object put once and shared by every host), and returns a `Delivery`: the chunks queued since the last pull,
@@ -27,12 +27,13 @@ import numpy as np
 import ray
 import torch
 
-from asyncdqn.actors import EnvFaults, InferenceBatcher, StepGate, epsilon_ladder
-from asyncdqn.collection import epsilon_schedule, make_actor
+from asyncdqn.collect.actor import EnvFaults, InferenceBatcher, make_actor
 from asyncdqn.config import RunConfig
-from asyncdqn.environments import env_kwargs
+from asyncdqn.environments import EnvSpec, env_kwargs
 from asyncdqn.errors import RunFailed
 from asyncdqn.nets import EnsembleQNet
+from asyncdqn.schedule import StepGate, epsilon_ladder, epsilon_schedule
+from asyncdqn.transitions import Chunk
 
 PULL_WAIT_S = 0.5  # a pull answers at the latest after this, so the learner sees fresh step counts
 
@@ -70,7 +71,8 @@ class ActorHost:
     """Actors `ids` of the run `cfg`, as coroutines in this process. Built by Ray (`RemoteHost`) or directly
     (tests); `start` begins the actors, `pull` is called by the learner, nothing else touches them."""
 
-    def __init__(self, cfg: RunConfig, ids: list[int], seqs: list, spec, acting: EnsembleQNet):
+    def __init__(self, cfg: RunConfig, ids: list[int], seqs: list[np.random.SeedSequence], spec: EnvSpec,
+                 acting: EnsembleQNet):
         torch.set_num_threads(1)
         self.cfg, self.ids, self.seqs, self.spec = cfg, list(ids), list(seqs), spec
         self.acting = acting.requires_grad_(False)
@@ -90,7 +92,7 @@ class ActorHost:
         self.version, self.offset = version, offset
         self.gate = StepGate(0)
         self.batcher = InferenceBatcher(self.acting, n, spec.obs_shape, spec.obs_dtype)
-        self.queue: asyncio.Queue = asyncio.Queue(maxsize=cfg.actors.queue_chunks)
+        self.queue: asyncio.Queue[tuple[int, Chunk]] = asyncio.Queue(maxsize=cfg.actors.queue_chunks)
         self.episodes: list = []
         self.fault_records: list = []
         self.faults = EnvFaults(cfg.faults.max_env_restarts, cfg.faults.restart_backoff_s, self._fault)
@@ -179,7 +181,7 @@ class _Stamped:
     def __init__(self, host: ActorHost):
         self.host = host
 
-    async def put(self, chunk) -> None:
+    async def put(self, chunk: Chunk) -> None:
         await self.host.queue.put((self.host.version, chunk))
 
 

@@ -1,8 +1,8 @@
 """The learner's side of the Ray backend: `RayCollection`, the hosts as `runtime.run` sees them.
 
-Place in the flow: actors (in `ray_backend.ActorHost` processes) -> **pulls** -> replay. `runtime.run` uses
-this class instead of `collection.LocalCollection` when `backend.kind = "ray"`; learner, replay, merge,
-evaluation, checkpoints and metrics are the same code. `ray_session` joins `backend.ray_address` or starts a
+Place in the flow: actors (in `ray_host.ActorHost` processes) -> **pulls** -> replay. `runtime.run` uses
+this `protocol.Collection` instead of `local.LocalCollection` when `backend.kind = "ray"`; learner, replay,
+merge, evaluation, checkpoints and metrics are the same code. `ray_session` joins `backend.ray_address` or starts a
 small local Ray instance (no dashboard) for the length of the run.
 
 Data paths: one pump task per host keeps one `pull` in flight; its result (a Ray object ref holding chunks,
@@ -29,16 +29,21 @@ import logging
 import math
 import socket
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+import gymnasium as gym
 import numpy as np
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
-from asyncdqn.actors import EpisodeHook, StepGate
+from asyncdqn.collect.protocol import EpisodeHook, ReplaySink
+from asyncdqn.collect.ray_host import PULL_WAIT_S, Delivery, RemoteHost, host_groups
 from asyncdqn.config import BackendConfig, RunConfig
-from asyncdqn.errors import RunFailed, UserError
+from asyncdqn.environments import EnvSpec
+from asyncdqn.errors import RunFailed, UserError, first_line
 from asyncdqn.nets import EnsembleQNet
-from asyncdqn.ray_backend import PULL_WAIT_S, Delivery, RemoteHost, host_groups
+from asyncdqn.schedule import StepGate
 
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # a local instance's shared-memory store: chunks and weights are small
 CONNECT_TIMEOUT_S = 5.0
@@ -76,7 +81,7 @@ def ray_session(backend: BackendConfig):
             ray.init(num_cpus=max(1, math.ceil(backend.hosts * backend.host_cpus)), include_dashboard=False,
                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise UserError(f"Ray did not start ({_first_line(exc)})") from None
+        raise UserError(f"Ray did not start ({first_line(exc, 200)})") from None
     try:
         yield
     finally:
@@ -96,10 +101,11 @@ def chunk_nbytes(chunk) -> int:
 
 
 class RayCollection:
-    """The hosts, with the same methods as `collection.LocalCollection` (see there)."""
+    """The hosts, as a `protocol.Collection` (see there for what each method promises)."""
 
-    def __init__(self, cfg: RunConfig, seq_actors: list, train_kwargs: dict, spec, first_env, acting: EnsembleQNet,
-                 gate: StepGate, replay, ladder_N: np.ndarray, log):
+    def __init__(self, cfg: RunConfig, seq_actors: list[np.random.SeedSequence], train_kwargs: dict,
+                 spec: EnvSpec, first_env: gym.Env, acting: EnsembleQNet, gate: StepGate, replay: ReplaySink,
+                 ladder_N: np.ndarray, log: Callable[[dict], None]):
         first_env.close()  # it told the runtime the spec; the training envs live in the hosts
         b = cfg.backend
         self.cfg, self.gate, self.replay, self.log, self.acting = cfg, gate, replay, log, acting
@@ -181,14 +187,14 @@ class RayCollection:
             except ActorUnavailableError as exc:  # Ray is restarting it: ask again shortly
                 if loop.time() > deadline:
                     raise RunFailed(f"Ray host {h} was not back within {START_TIMEOUT_S:g} s: "
-                                    f"{_first_line(exc)}") from None
+                                    f"{first_line(exc, 200)}") from None
                 await asyncio.sleep(0.2)
             except RayActorError as exc:
-                raise RunFailed(f"Ray host {h} could not be (re)started: {_first_line(exc)}") from None
+                raise RunFailed(f"Ray host {h} could not be (re)started: {first_line(exc, 200)}") from None
             except RayTaskError as exc:  # its actors could not be built there: an env or a module missing on a node
                 cause = getattr(exc, "cause", None) or exc
                 raise RunFailed(f"Ray host {h} could not build its actors: {type(cause).__name__}: "
-                                f"{_first_line(cause)}") from None
+                                f"{first_line(cause, 200)}") from None
         self.sent_version[h] = self.version
 
     async def _pump(self, h: int) -> None:
@@ -217,10 +223,10 @@ class RayCollection:
         self.restarts += 1
         max_restarts = self.cfg.backend.max_restarts
         self.log({"kind": "host_fault", "host": h, "host_restarts": self.restarts, "lost_actors": self.groups[h],
-                  "error": _first_line(exc)})
+                  "error": first_line(exc, 200)})
         if self.restarts > max_restarts:
             raise RunFailed(f"Ray hosts died {self.restarts} times (backend.max_restarts = {max_restarts}); "
-                            f"last: host {h}: {_first_line(exc)}")
+                            f"last: host {h}: {first_line(exc, 200)}")
         self.base[h] += self.steps[h]
         self.steps[h] = 0
         self.incarnation[h] += 1
@@ -256,9 +262,6 @@ class RayCollection:
                 return d
 
         return await asyncio.gather(*(one(h) for h in range(len(self.hosts))))
-
-    def drain(self) -> None:
-        """Nothing to do: chunks reach the pool as pulls return."""
 
     async def settle(self) -> None:
         """Until every host's actors wait at their limit, with every chunk made so far in the pool."""
@@ -297,5 +300,7 @@ class RayCollection:
                 ray.kill(host, no_restart=True)
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+if TYPE_CHECKING:  # `make typecheck`: the class builds, and is, a protocol.Collection
+    from asyncdqn.collect.protocol import CollectionFactory
+
+    _conforms: CollectionFactory = RayCollection
