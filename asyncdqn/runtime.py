@@ -38,12 +38,11 @@ from asyncdqn.convnets import input_scale_for
 from asyncdqn.environments import env_kwargs, make_env, spec_of
 from asyncdqn.errors import RunFailed, UserError
 from asyncdqn.evaluation import EvalResult, evaluate
-from asyncdqn.frames import FramePool
 from asyncdqn.learner import Learner, MergeEvent, UpdateStats
 from asyncdqn.merge import ScoreBoard
 from asyncdqn.metrics import MetricsWriter, plot_learning_curve, to_json
 from asyncdqn.nets import GreedyPolicy, copy_params_
-from asyncdqn.replay import ReplayPool
+from asyncdqn.replay import FramePool, ReplayPool
 
 # The learner thread releases the GIL inside each torch kernel and must win it back from the actors'
 # event loop for the next op; at the default 5 ms switch interval a ~1 ms update then waits up to 5 ms

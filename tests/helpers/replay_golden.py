@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asyncdqn.frames import FramePool
-from asyncdqn.replay import ReplayPool
+from asyncdqn.replay import FramePool, ReplayPool
 from asyncdqn.transitions import ChunkBuilder
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "replay_golden.npz"
