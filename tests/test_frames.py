@@ -248,6 +248,17 @@ def test_wraparound_never_returns_stale_stacks(prioritized, row_capacity):
     assert lost > 0
 
 
+@pytest.mark.timeout(10)  # a uniform draw without its fallback would reject forever here
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_sampling_when_every_valid_row_lost_its_frames_raises(prioritized):
+    p = pool(8, shape=(1, 1), row_capacity=64, prioritized=prioritized)
+    p.add(value_chunk([1, 2, 3, 4, 5, 6]))                  # ids 0..5; rows t=1..5 valid
+    p.add(value_chunk([20, 21, 22, 23], n=4, start=20))     # no valid row; ids 6..9 overwrite ids 0, 1
+    assert p.ring.num_valid == 5 and len(p) == 0            # every valid row needs id 0 or 1
+    with pytest.raises(ValueError, match="no sampleable rows"):
+        p.sample(1, 4)
+
+
 def test_prioritized_importance_weights_follow_beta_hand_case():
     # Rows 0..4 valid (row 5 carried); alpha = 1, eps = 0: priorities 1 1 2 4 8 (sum 16). 32 stratified
     # draws of mass 0.5 each reach every row, so with beta = 1 each weight is (N P_i)^-1 / (N P_min)^-1
