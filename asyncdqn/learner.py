@@ -20,7 +20,7 @@ from asyncdqn.config import LearnerConfig, MergeConfig
 from asyncdqn.merge import ScoreBoard, distance_to, merge_params, resync_, softmax_weights, weight_entropy
 from asyncdqn.nets import make_qnet
 from asyncdqn.nets import copy_params_
-from asyncdqn.replay import Batch
+from asyncdqn.transitions import Batch
 
 
 def td_targets(ret_KB: torch.Tensor, disc_KB: torch.Tensor, q_next_online_KBA: torch.Tensor | None,

@@ -35,12 +35,11 @@ from asyncdqn.config import RunConfig, to_toml
 from asyncdqn.environments import env_kwargs, make_env, spec_of
 from asyncdqn.errors import RunFailed, UserError, first_line
 from asyncdqn.evaluation import evaluate
-from asyncdqn.frames import FramePool
 from asyncdqn.learner import Learner
 from asyncdqn.merge import ScoreBoard
 from asyncdqn.metrics import MetricsWriter, plot_learning_curve, to_json
 from asyncdqn.nets import GreedyPolicy, copy_params_, input_scale_for
-from asyncdqn.replay import ReplayPool
+from asyncdqn.replay import FramePool, ReplayPool
 from asyncdqn.run_state import Best, Parts, RunState, diverged_message, merge_record, payload, restore, summary, \
     train_record
 from asyncdqn.schedule import StepGate, beta_at, budget, epsilon_ladder

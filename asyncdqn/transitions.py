@@ -1,6 +1,8 @@
-"""What travels on the actor -> replay queue: chunks of consecutive rows from one actor.
+"""What travels on the actor -> replay queue (chunks of consecutive rows from one actor), and what replay
+hands the learner (`Batch`).
 
-Place in the flow: actors build chunks here; the bounded asyncio queue carries them; replay stores them.
+Place in the flow: actors build chunks here; the bounded asyncio queue carries them; replay stores them
+and samples `Batch`es from them for the learner.
 
 A chunk is a run of observation *rows* from one actor's stream. A row is either a step row (the actor
 acted in it: action, reward follow) or a final row (the true last observation of an episode; no action).
@@ -11,7 +13,7 @@ n-step targets are computed per actor from the chunk rows with `nstep_targets` (
 row whose n-step horizon runs past the end of the chunk is not valid yet; `ChunkBuilder` carries it (and
 every row after it) into the next chunk, so each transition is emitted exactly once.
 
-Legend: R rows in a chunk, O observation shape.
+Legend: R rows in a chunk, O observation shape, K nets, B batch per net.
 """
 
 from __future__ import annotations
@@ -33,6 +35,19 @@ class Chunk(NamedTuple):
     valid_R: np.ndarray  # bool: the row starts a complete transition
     net: int             # index of the Q-net whose actor made the chunk
     steps: int           # env steps this chunk adds (new step rows, not carried ones)
+
+
+class Batch(NamedTuple):
+    """K independent minibatches, one per Q-net, as `replay` samples them."""
+
+    obs_KBO: np.ndarray
+    act_KB: np.ndarray
+    ret_KB: np.ndarray
+    disc_KB: np.ndarray
+    next_obs_KBO: np.ndarray
+    weight_KB: np.ndarray  # importance-sampling weights (ones for uniform replay)
+    idx_KB: np.ndarray     # rows, for priority updates
+    stamp_KB: np.ndarray   # which write filled each row, so a late priority update skips overwritten rows
 
 
 class NStep(NamedTuple):

@@ -35,7 +35,7 @@ from torch import nn
 from _common import machine_info, median, parse_seeds, print_table, ratio, finish
 from asyncdqn.config import LearnerConfig, MergeConfig
 from asyncdqn.learner import Learner
-from asyncdqn.replay import Batch
+from asyncdqn.transitions import Batch
 
 OBS, ACTIONS, BATCH = 4, 2, 64
 KS = (1, 2, 4, 8)

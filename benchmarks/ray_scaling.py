@@ -102,7 +102,7 @@ def child_learner(spec: dict) -> dict:
     from asyncdqn.nets import input_scale_for
     from asyncdqn.environments import env_kwargs, make_env, spec_of
     from asyncdqn.learner import Learner
-    from asyncdqn.replay import Batch
+    from asyncdqn.transitions import Batch
 
     torch.set_num_threads(1)
     cfg = config.load(spec["scenario"])

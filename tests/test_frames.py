@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from gymnasium.wrappers import FrameStackObservation, TimeLimit
 
-from asyncdqn.frames import FramePool, frame_pool_nbytes, raw_payload_bytes, storage_report
+from asyncdqn.replay import FramePool, frame_pool_nbytes, raw_payload_bytes, storage_report
 from asyncdqn.transitions import Chunk, ChunkBuilder
 
 U8 = np.dtype(np.uint8)
@@ -105,11 +105,11 @@ class Mirror:
         """Every row whose own frames are alive rebuilds to its stack; every sampleable row's bootstrap
         too. Returns the number of sampleable rows."""
         p = self.pool
-        rows = np.arange(p.filled)
-        own_alive = p.rows.fid_CS[rows, 0] >= p.frames_written - p.capacity
+        rows = np.arange(p.ring.filled)
+        own_alive = p.fid_CS[rows, 0] >= p.frames_written - p.capacity
         np.testing.assert_array_equal(p.stacks(rows[own_alive]), self.obs_CO[rows[own_alive]])
         live = rows[p.sampleable(rows)]
-        np.testing.assert_array_equal(p.stacks(live + p.rows.hor_C[live]), self.next_CO[live])
+        np.testing.assert_array_equal(p.stacks(live + p.ring.hor_C[live]), self.next_CO[live])
         return len(live)
 
     def check_batch(self, batch) -> None:
@@ -147,10 +147,10 @@ def test_stacks_rebuilt_across_episode_boundaries_equal_framestack():
     for c in s.chunks:
         m.add(c)
     assert p.frames_written < p.capacity  # no wrap: every row must be sampleable
-    assert m.check_all_rows() == p.num_valid
+    assert m.check_all_rows() == p.ring.num_valid
     # Each distinct frame stored once: no next_obs copy, no stack copy, carried rows not re-stored.
     assert p.frames_written == len(s.frames)
-    assert p.filled > p.frames_written
+    assert p.ring.filled > p.frames_written
     for _ in range(5):
         m.check_batch(p.sample(2, 64))
 
@@ -164,8 +164,8 @@ def test_truncated_final_row_is_the_bootstrap_of_the_last_step():
     for c in s.chunks:
         m.add(c)
     m.check_all_rows()
-    rows = np.flatnonzero(p.rows.valid_C[: p.filled] & (p.rows.disc_C[: p.filled] > 0))
-    nxt = p.stacks(rows + p.rows.hor_C[rows])
+    rows = np.flatnonzero(p.ring.valid_C[: p.ring.filled] & (p.ring.disc_C[: p.ring.filled] > 0))
+    nxt = p.stacks(rows + p.ring.hor_C[rows])
     t_next = nxt[:, -1].reshape(len(rows), -1)[:, 3]  # step counter held by the newest frame
     assert (t_next == 2).any()   # some bootstraps are final rows of truncated episodes ...
     assert (t_next <= 2).all()   # ... and none runs past an episode's end
@@ -177,7 +177,7 @@ def test_interleaved_chunks_from_three_actors():
     m = Mirror(p)
     for c in interleave(streams, seed=1):
         m.add(c)
-    assert m.check_all_rows() == p.num_valid
+    assert m.check_all_rows() == p.ring.num_valid
     assert p.frames_written == sum(len(s.frames) for s in streams)
     m.check_batch(p.sample(3, 100))
     share = p.share_by_net()
@@ -240,12 +240,38 @@ def test_wraparound_never_returns_stale_stacks(prioritized, row_capacity):
     for c in interleave(streams, seed=2):
         m.add(c)
         live = m.check_all_rows()
-        lost = max(lost, p.num_valid - live)  # valid rows that lost frames to the frame ring
+        lost = max(lost, p.ring.num_valid - live)  # valid rows that lost frames to the frame ring
         batch = p.sample(2, 16)
         m.check_batch(batch)
         p.update_priorities(batch.idx_KB, rng.random(batch.idx_KB.shape), batch.stamp_KB)
     assert p.frames_written > 5 * p.capacity
     assert lost > 0
+
+
+@pytest.mark.timeout(10)  # a uniform draw without its fallback would reject forever here
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_sampling_when_every_valid_row_lost_its_frames_raises(prioritized):
+    p = pool(8, shape=(1, 1), row_capacity=64, prioritized=prioritized)
+    p.add(value_chunk([1, 2, 3, 4, 5, 6]))                  # ids 0..5; rows t=1..5 valid
+    p.add(value_chunk([20, 21, 22, 23], n=4, start=20))     # no valid row; ids 6..9 overwrite ids 0, 1
+    assert p.ring.num_valid == 5 and len(p) == 0            # every valid row needs id 0 or 1
+    with pytest.raises(ValueError, match="no sampleable rows"):
+        p.sample(1, 4)
+
+
+def test_prioritized_importance_weights_follow_beta_hand_case():
+    # Rows 0..4 valid (row 5 carried); alpha = 1, eps = 0: priorities 1 1 2 4 8 (sum 16). 32 stratified
+    # draws of mass 0.5 each reach every row, so with beta = 1 each weight is (N P_i)^-1 / (N P_min)^-1
+    # = 1 / td_i, and with beta = 0 it is 1.
+    p = pool(64, shape=(1, 1), prioritized=True, alpha=1.0)
+    p.add(value_chunk([1, 2, 3, 4, 5, 6]))
+    rows = np.arange(5)
+    td = np.array([1.0, 1, 2, 4, 8])
+    p.update_priorities(rows, td, p.ring.stamp_C[rows], eps=0.0)
+    b = p.sample(2, 16, beta=1.0)
+    assert set(b.idx_KB.reshape(-1).tolist()) == set(rows.tolist())
+    np.testing.assert_array_equal(b.weight_KB, 1 / td[b.idx_KB])
+    assert (p.sample(2, 16, beta=0.0).weight_KB == 1).all()
 
 
 def test_sampling_is_deterministic_for_a_seed():
@@ -268,7 +294,7 @@ def test_rejects_mismatched_or_oversized_chunks():
         p.add(value_chunk(list(range(1, 10))))  # 9 rows
     with pytest.raises(ValueError, match="new frames"):
         p.add(value_chunk([5, 6]))             # a fresh stack [2, 3, 4, 5] and frame 6: 5 frames > 4
-    assert p.frames_written == 0 and p.filled == 0
+    assert p.frames_written == 0 and p.ring.filled == 0
     with pytest.raises(ValueError, match="empty"):
         p.sample(1, 4)
 
@@ -316,7 +342,7 @@ def test_state_dict_round_trip_continues_like_the_original():
     for c in chunks[3:]:
         a.add(c)
         b.add(c)
-    assert a.frames_written == b.frames_written == 4 + 6 * 9 + 2 and a.head == b.head  # each frame once
-    assert np.array_equal(a.rows.fid_CS, b.rows.fid_CS) and np.array_equal(a.frame_FX, b.frame_FX)
+    assert a.frames_written == b.frames_written == 4 + 6 * 9 + 2 and a.ring.head == b.ring.head  # each frame once
+    assert np.array_equal(a.fid_CS, b.fid_CS) and np.array_equal(a.frame_FX, b.frame_FX)
     x, y = a.sample(2, 8), b.sample(2, 8)
     assert np.array_equal(x.idx_KB, y.idx_KB) and np.array_equal(x.obs_KBO, y.obs_KBO)

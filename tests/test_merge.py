@@ -10,7 +10,7 @@ from asyncdqn.config import LearnerConfig, MergeConfig
 from asyncdqn.learner import Learner
 from asyncdqn.merge import merge_params, resync_, softmax_weights, standardise, weight_entropy
 from asyncdqn.nets import EnsembleQNet
-from asyncdqn.replay import Batch
+from asyncdqn.transitions import Batch
 
 
 def test_softmax_weights_hand_computed():

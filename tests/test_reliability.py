@@ -26,7 +26,7 @@ from asyncdqn.collect.local import LocalCollection
 from asyncdqn.config import LearnerConfig, MergeConfig
 from asyncdqn.learner import Learner
 from asyncdqn.metrics import MetricsWriter, read_records
-from asyncdqn.replay import Batch
+from asyncdqn.transitions import Batch
 from asyncdqn.transitions import ChunkBuilder
 from conftest import tiny_sets, tiny_values
 

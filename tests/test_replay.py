@@ -40,14 +40,14 @@ def check_consistent(p: ReplayPool, batch) -> None:
     """Every sampled row is valid, its next obs is the row `hor` further on in the same chunk, and the
     stored fields come back with it."""
     idx = batch.idx_KB.reshape(-1)
-    assert p.valid_C[idx].all()
+    assert p.ring.valid_C[idx].all()
     obs = batch.obs_KBO.reshape(-1, 2)
     nxt = batch.next_obs_KBO.reshape(-1, 2)
-    np.testing.assert_array_equal(nxt[:, 0] - obs[:, 0], p.hor_C[idx])
+    np.testing.assert_array_equal(nxt[:, 0] - obs[:, 0], p.ring.hor_C[idx])
     np.testing.assert_array_equal(nxt[:, 1], obs[:, 1])            # never crosses into another chunk
     np.testing.assert_array_equal(obs, p.obs_CO[idx])
     np.testing.assert_array_equal(batch.act_KB.reshape(-1), obs[:, 0].astype(np.int64) % 3)
-    np.testing.assert_array_equal(batch.disc_KB.reshape(-1), 0.5 ** p.hor_C[idx])
+    np.testing.assert_array_equal(batch.disc_KB.reshape(-1), 0.5 ** p.ring.hor_C[idx])
 
 
 # ---------------------------------------------------------------------------------------------- ring
@@ -60,19 +60,19 @@ def test_ring_wraparound_overwrites_in_order_and_keeps_tail_rows():
             (hand_chunk(12, 4, 4), 20, 15)]
     for chunk, head, num_valid in laps:
         p.add(chunk)
-        assert (p.head, p.num_valid, p.filled) == (head, num_valid, head)
+        assert (p.ring.head, p.ring.num_valid, p.ring.filled) == (head, num_valid, head)
     lap1 = p.obs_CO.copy()
 
     # E: 7 rows, n=3 (4 valid) does not fit after row 20 -> written at [0,7). It overwrites A's 4 valid rows
     # and B's valid rows 5, 6: 15 - 6 + 4 = 13.
     p.add(hand_chunk(30, 7, 5, n=3))
-    assert (p.head, p.num_valid, p.filled) == (7, 13, 20)
+    assert (p.ring.head, p.ring.num_valid, p.ring.filled) == (7, 13, 20)
     # F: 8 rows, n=1 (7 valid) at [7,15): overwrites B's rows 7, 8 and C's rows 10..13: 13 - 6 + 7 = 14.
     p.add(hand_chunk(40, 8, 6))
-    assert (p.head, p.num_valid) == (15, 14)
+    assert (p.ring.head, p.ring.num_valid) == (15, 14)
     # G: 6 rows (5 valid): 15 + 6 > 20 -> jumps to 0 again, overwriting E's 4 valid rows: 14 - 4 + 5 = 15.
     p.add(hand_chunk(50, 6, 7))
-    assert (p.head, p.num_valid, p.filled) == (6, 15, 20)
+    assert (p.ring.head, p.ring.num_valid, p.ring.filled) == (6, 15, 20)
 
     # Rows in write order: G [0,6), E's last row 6, F [7,15), then lap-1 tail rows 15..19 (C's last row, D).
     chunk_id = p.obs_CO[:, 1].astype(int).tolist()
@@ -80,20 +80,20 @@ def test_ring_wraparound_overwrites_in_order_and_keeps_tail_rows():
     np.testing.assert_array_equal(p.obs_CO[:6, 0], np.arange(50, 56))
     np.testing.assert_array_equal(p.obs_CO[7:15, 0], np.arange(40, 48))
     np.testing.assert_array_equal(p.obs_CO[15:], lap1[15:])      # the tail keeps its old, intact data
-    assert np.flatnonzero(p.valid_C).tolist() == [0, 1, 2, 3, 4] + list(range(7, 14)) + [16, 17, 18]
-    assert p.num_valid == len(p) == int(p.valid_C.sum()) == 15
+    assert np.flatnonzero(p.ring.valid_C).tolist() == [0, 1, 2, 3, 4] + list(range(7, 14)) + [16, 17, 18]
+    assert p.ring.num_valid == len(p) == int(p.ring.valid_C.sum()) == 15
 
     batch = p.sample(num_nets=4, batch_size=100)
     check_consistent(p, batch)
     # 400 draws over 15 valid rows: every one of them turns up (P(miss any) < 15 * (14/15)**400 ~ 1e-11).
-    assert set(batch.idx_KB.reshape(-1).tolist()) == set(np.flatnonzero(p.valid_C).tolist())
+    assert set(batch.idx_KB.reshape(-1).tolist()) == set(np.flatnonzero(p.ring.valid_C).tolist())
 
 
 def test_chunk_larger_than_capacity_is_refused():
     p = pool(8)
-    with pytest.raises(ValueError, match="exceeds replay capacity"):
+    with pytest.raises(ValueError, match="does not fit"):
         p.add(hand_chunk(0, 9, 1))
-    assert (p.head, p.num_valid) == (0, 0)
+    assert (p.ring.head, p.ring.num_valid) == (0, 0)
 
 
 def test_sampling_empty_pool_raises():
@@ -146,9 +146,9 @@ def test_sampling_returns_only_complete_transitions_each_stored_once():
 
     # Each step row appears as a valid row exactly once, except the ones still held by the builder.
     held = {int(b.obs_RO[r, 0]) for r in range(b.size) if b.acted_R[r]}
-    stored = sorted(p.obs_CO[p.valid_C, 0].astype(int).tolist())
+    stored = sorted(p.obs_CO[p.ring.valid_C, 0].astype(int).tolist())
     assert held and stored == sorted(set(steps) - held)
-    assert p.added_steps == sum(c.steps for c in chunks)
+    assert p.ring.added_steps == sum(c.steps for c in chunks)
 
     batch = p.sample(num_nets=3, batch_size=200)
     assert batch.obs_KBO.shape == (3, 200, 3) and batch.next_obs_KBO.shape == (3, 200, 3)
@@ -156,7 +156,7 @@ def test_sampling_returns_only_complete_transitions_each_stored_once():
         assert arr.shape == (3, 200)
     obs, nxt = batch.obs_KBO.reshape(-1, 3), batch.next_obs_KBO.reshape(-1, 3)
     idx = batch.idx_KB.reshape(-1)
-    hor = p.hor_C[idx]
+    hor = p.ring.hor_C[idx]
     assert (obs[:, 1] == 0).all()                                     # a final row is never sampled
     assert set(obs[:, 0].astype(int).tolist()) <= set(steps) - held   # nor a carried, incomplete row
     np.testing.assert_array_equal(nxt[:, 0] - obs[:, 0], hor)         # bootstrap row is hor rows on
@@ -189,8 +189,8 @@ def test_uniform_sampling_frequencies_are_flat_over_valid_rows():
     p.add(hand_chunk(20, 7, 2, n=2))      # 5 valid rows, 2 invalid
     draws = p.sample(1, 30_000).idx_KB.reshape(-1)
     counts = np.bincount(draws, minlength=64)
-    valid = np.flatnonzero(p.valid_C)
-    assert counts[~p.valid_C].sum() == 0
+    valid = np.flatnonzero(p.ring.valid_C)
+    assert counts[~p.ring.valid_C].sum() == 0
     expected = 30_000 / len(valid)                      # 2000 each; sd = sqrt(2000 * 14/15) ~ 43
     assert np.abs(counts[valid] - expected).max() < 5 * 43
 
@@ -246,9 +246,9 @@ def per_pool(alpha: float, seed: int = 0) -> ReplayPool:
 
 def test_new_rows_get_max_priority_and_invalid_rows_none():
     p = per_pool(alpha=0.6)
-    prio = p.tree.get(np.arange(12))
-    np.testing.assert_array_equal(prio, np.where(p.valid_C[:12], 1.0, 0.0))
-    assert p.tree.total == 10.0
+    prio = p.ring.tree.get(np.arange(12))
+    np.testing.assert_array_equal(prio, np.where(p.ring.valid_C[:12], 1.0, 0.0))
+    assert p.ring.tree.total == 10.0
     for _ in range(3):
         check_consistent(p, p.sample(2, 64))
 
@@ -256,32 +256,32 @@ def test_new_rows_get_max_priority_and_invalid_rows_none():
 def test_prioritized_frequencies_follow_priority_to_the_alpha():
     alpha = 0.7
     p = per_pool(alpha)
-    valid = np.flatnonzero(p.valid_C)
+    valid = np.flatnonzero(p.ring.valid_C)
     td = np.arange(1, len(valid) + 1, dtype=np.float64)          # |TD| 1..10
-    p.update_priorities(valid, td, p.stamp_C[valid])
+    p.update_priorities(valid, td, p.ring.stamp_C[valid])
     expected = (td + 1e-6) ** alpha / ((td + 1e-6) ** alpha).sum()
     counts = np.zeros(64)
     for _ in range(5):
         counts += np.bincount(p.sample(1, 4000).idx_KB.reshape(-1), minlength=64)
     freq = counts / counts.sum()
-    assert freq[~p.valid_C].sum() == 0
+    assert freq[~p.ring.valid_C].sum() == 0
     # stratified sampling: the error is at most ~1/4000 per batch, far below this bound
     np.testing.assert_allclose(freq[valid], expected, atol=0.005)
-    assert p.max_priority == pytest.approx(10 + 1e-6)
+    assert p.ring.max_priority == pytest.approx(10 + 1e-6)
 
 
 def test_importance_weights_formula_and_max_one():
     alpha, beta = 0.5, 0.4
     p = per_pool(alpha)
-    valid = np.flatnonzero(p.valid_C)
+    valid = np.flatnonzero(p.ring.valid_C)
     td = np.array([0.1, 0.5, 1, 2, 4, 8, 0.2, 0.3, 3, 16])
-    p.update_priorities(valid, td, p.stamp_C[valid])
+    p.update_priorities(valid, td, p.ring.stamp_C[valid])
     b = p.sample(2, 16, beta=beta)
     idx = b.idx_KB.reshape(-1)
     prio = np.zeros(64)
     prio[valid] = (td + 1e-6) ** alpha
     prob = prio[idx] / prio.sum()
-    w = (p.num_valid * prob) ** -beta                   # N = 10 valid rows
+    w = (p.ring.num_valid * prob) ** -beta                   # N = 10 valid rows
     np.testing.assert_allclose(b.weight_KB.reshape(-1), w / w.max(), rtol=1e-6)
     assert b.weight_KB.max() == 1.0 and (b.weight_KB > 0).all()
     assert b.weight_KB.dtype == np.float32
@@ -289,19 +289,34 @@ def test_importance_weights_formula_and_max_one():
     assert (p.sample(2, 16, beta=0.0).weight_KB == 1).all()
 
 
+def test_importance_weights_follow_beta_hand_case():
+    # alpha = 1, eps = 0: priorities are |td|, 1 1 2 4 8 | 1 2 4 8 1 (sum 32). 64 stratified draws of mass
+    # 0.5 each reach every row, so the batch's largest weight is that of a priority-1 row, and with
+    # beta = 1 each weight is (N P_i)^-1 / (N P_min)^-1 = 1 / td_i; with beta = 0 it is 1.
+    p = per_pool(alpha=1.0)
+    valid = np.flatnonzero(p.ring.valid_C)
+    td = np.array([1.0, 1, 2, 4, 8, 1, 2, 4, 8, 1])
+    p.update_priorities(valid, td, p.ring.stamp_C[valid], eps=0.0)
+    prio = dict(zip(valid.tolist(), td.tolist()))
+    b = p.sample(4, 16, beta=1.0)
+    assert set(b.idx_KB.reshape(-1).tolist()) == set(valid.tolist())
+    np.testing.assert_array_equal(b.weight_KB, 1 / np.vectorize(prio.get)(b.idx_KB))
+    assert (p.sample(4, 16, beta=0.0).weight_KB == 1).all()
+
+
 def test_update_priorities_changes_the_sampling_distribution():
     p = per_pool(alpha=1.0, seed=5)
     before = np.bincount(p.sample(1, 2000).idx_KB.reshape(-1), minlength=64)
     assert before.max() < 2000 * 0.2                     # ~uniform over 10 rows
-    valid = np.flatnonzero(p.valid_C)
+    valid = np.flatnonzero(p.ring.valid_C)
     td = np.full(len(valid), 0.01)
     td[valid == 7] = 100.0                               # row 7: 100 / (100 + 9 * 0.01) > 99.9 %
-    p.update_priorities(valid, td, p.stamp_C[valid])
+    p.update_priorities(valid, td, p.ring.stamp_C[valid])
     after = np.bincount(p.sample(1, 2000).idx_KB.reshape(-1), minlength=64)
     assert after[7] >= 0.998 * 2000
     # an invalid row cannot be given priority
-    p.update_priorities(np.array([5]), np.array([1e6]), p.stamp_C[[5]])
-    assert p.tree.get(np.array([5]))[0] == 0.0
+    p.update_priorities(np.array([5]), np.array([1e6]), p.ring.stamp_C[[5]])
+    assert p.ring.tree.get(np.array([5]))[0] == 0.0
 
 
 def test_priority_update_for_an_overwritten_row_keeps_the_new_rows_fresh_priority():
@@ -314,12 +329,12 @@ def test_priority_update_for_an_overwritten_row_keeps_the_new_rows_fresh_priorit
     sampled = np.unique(b.idx_KB)
     assert (sampled < 8).any() and (sampled >= 8).any()
     p.add(hand_chunk(20, 8, 3))         # wraps: a new chunk at [0, 8)
-    fresh = p.max_priority ** p.alpha
+    fresh = p.ring.max_priority ** p.ring.alpha
     p.update_priorities(b.idx_KB, np.full(b.idx_KB.shape, 1e-3), b.stamp_KB)
     new_rows = sampled[sampled < 7]     # the new chunk's valid rows among the sampled ones
-    old_rows = sampled[(sampled >= 8) & p.valid_C[sampled]]
-    np.testing.assert_allclose(p.tree.get(old_rows), 1e-3 + 1e-6)
-    np.testing.assert_array_equal(p.tree.get(new_rows), fresh)
+    old_rows = sampled[(sampled >= 8) & p.ring.valid_C[sampled]]
+    np.testing.assert_allclose(p.ring.tree.get(old_rows), 1e-3 + 1e-6)
+    np.testing.assert_array_equal(p.ring.tree.get(new_rows), fresh)
 
 
 # -------------------------------------------------------------------------------- real CartPole data
@@ -340,7 +355,7 @@ def test_cartpole_next_observation_is_the_true_next_state():
     # The cart-pole's Euler step: x' = x + tau * x_dot and theta' = theta + tau * theta_dot (tau = 0.02).
     # Capacity 300 < the ~800 rows written, so the pool has wrapped and this also checks wraparound.
     p, episodes = cartpole_pool(n=1, capacity=300, steps=700)
-    assert episodes > 10 and p.added_steps > 2 * p.capacity
+    assert episodes > 10 and p.ring.added_steps > 2 * p.capacity
     b = p.sample(4, 256)
     s, s2 = b.obs_KBO.reshape(-1, 4), b.next_obs_KBO.reshape(-1, 4)
     np.testing.assert_allclose(s2[:, 0], s[:, 0] + 0.02 * s[:, 1], atol=1e-5, rtol=0)
@@ -356,7 +371,7 @@ def test_cartpole_n_step_returns_and_terminal_discounts():
     gamma, n = 0.99, 3
     p, _ = cartpole_pool(n=n, capacity=4096, steps=600, seed=4)
     b = p.sample(2, 512)
-    hor = p.hor_C[b.idx_KB.reshape(-1)]
+    hor = p.ring.hor_C[b.idx_KB.reshape(-1)]
     s2 = b.next_obs_KBO.reshape(-1, 4)
     fell = (np.abs(s2[:, 0]) > 2.4) | (np.abs(s2[:, 2]) > 12 * 2 * np.pi / 360)
     assert ((hor == n) | fell).all()        # random play never reaches the 500-step truncation

@@ -2,9 +2,9 @@
 
 Place in the flow: queue -> **replay** -> learner, as a drop-in alternative to `ReplayPool` for
 observations that are stacks of S frames, as gymnasium's `FrameStackObservation` (default arguments)
-emits them. It takes the same `Chunk`s and returns the same `Batch`. Like `ReplayPool`, only the
-event-loop thread touches it (no lock); no call blocks on I/O; `add` and `sample` are CPU work that
-grows with the chunk or batch size.
+emits them. It takes the same `Chunk`s and returns the same `Batch`, and keeps everything but the
+pixels in the same `core.RowRing`. Only the event-loop thread touches it (no lock); no call blocks on
+I/O; `add` and `sample` are CPU work that grows with the chunk or batch size.
 
 Why: `ReplayPool` stores each row's whole stack, S times the new data (28 KB per Atari row for 7 KB of
 new pixels). Here a row stores S frame ids (absolute frame numbers, oldest first) into a frame ring,
@@ -29,7 +29,7 @@ Wraparound: frame f lives in slot f % F and is alive while f >= frames_written -
 only if it is valid and the oldest frame it needs (its own stack and its bootstrap row's) is alive:
 rows whose older frames were overwritten are skipped by uniform sampling and get priority 0 under
 prioritized replay when drawn (then the draw is repeated), so no stale stack is ever returned. The row
-ring itself wraps like `ReplayPool` (chunks contiguous, a jump to row 0 when a chunk does not fit).
+ring itself is `core.RowRing` (chunks contiguous, a jump to row 0 when a chunk does not fit).
 
 Memory: `capacity` counts frames, about one per transition; the row ring holds `row_capacity` rows
 (default 1.25 x capacity, as `ChunkBuilder` re-emits n rows per chunk and each episode adds a final
@@ -41,38 +41,22 @@ O observation shape (S, *X), K nets, B batch per net.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import NamedTuple
 
 import numpy as np
 
-from asyncdqn.replay import Batch, SumTree
-from asyncdqn.transitions import Chunk
-
-
-class Rows(NamedTuple):
-    """The row ring: everything about a row except its pixels."""
-
-    fid_CS: np.ndarray     # int64 absolute ids of the row's S frames, oldest first
-    oldest_C: np.ndarray   # int64 oldest frame id the row needs (own stack and bootstrap row's)
-    act_C: np.ndarray      # int64
-    ret_C: np.ndarray      # float32
-    disc_C: np.ndarray     # float32
-    hor_C: np.ndarray      # int16 rows to the bootstrap row
-    valid_C: np.ndarray    # bool: the row starts a complete transition
-    net_C: np.ndarray      # int16 net whose actor made the row (-1 before the first write)
-    stamp_C: np.ndarray    # int64 number of the add() that wrote the row
-
-
-def alloc_rows(rows: int, stack: int) -> Rows:
-    return Rows(np.zeros((rows, stack), np.int64), np.zeros(rows, np.int64), np.zeros(rows, np.int64),
-                np.zeros(rows, np.float32), np.zeros(rows, np.float32), np.zeros(rows, np.int16),
-                np.zeros(rows, bool), np.full(rows, -1, np.int16), np.zeros(rows, np.int64))
+from asyncdqn.replay.core import RowRing
+from asyncdqn.transitions import Batch, Chunk
 
 
 def default_row_capacity(capacity: int) -> int:
     return capacity + capacity // 4
+
+
+def _row_nbytes(stack: int) -> int:
+    """Bytes per ring row: S frame ids and the oldest id needed (int64), then the ring's own fields."""
+    return (stack + 1) * np.dtype(np.int64).itemsize + RowRing(1, np.random.default_rng(0), hor_dtype=np.int16).nbytes()
 
 
 def frame_pool_nbytes(capacity: int, obs_shape: tuple, obs_dtype: np.dtype = np.uint8,
@@ -80,8 +64,7 @@ def frame_pool_nbytes(capacity: int, obs_shape: tuple, obs_dtype: np.dtype = np.
     """Bytes a `FramePool` allocates, computed without allocating it (e.g. for a 1M-frame Atari pool)."""
     rows = default_row_capacity(capacity) if row_capacity is None else row_capacity
     frame = math.prod(obs_shape[1:]) * np.dtype(obs_dtype).itemsize
-    row = sum(a.nbytes for a in alloc_rows(1, obs_shape[0]))
-    return capacity * frame + rows * row
+    return capacity * frame + rows * _row_nbytes(obs_shape[0])
 
 
 def raw_payload_bytes(frame_shape: tuple, frame_dtype: np.dtype = np.uint8) -> int:
@@ -110,18 +93,10 @@ class FramePool:
         self.obs_shape = tuple(obs_shape)
         self.stack = obs_shape[0]
         self.frame_FX = np.zeros((capacity, *obs_shape[1:]), dtype=obs_dtype)
-        self.rows = alloc_rows(self.row_capacity, self.stack)
+        self.fid_CS = np.zeros((self.row_capacity, self.stack), np.int64)  # the row's frame ids, oldest first
+        self.oldest_C = np.zeros(self.row_capacity, np.int64)  # oldest id it needs (own and bootstrap stack)
+        self.ring = RowRing(self.row_capacity, rng, prioritized, alpha, num_nets, hor_dtype=np.int16)
         self.frames_written = 0   # id of the next frame; frame f sits in slot f % capacity
-        self.writes = 0
-        self.head = 0             # next row to write
-        self.filled = 0           # rows [0, filled) have been written at least once
-        self.num_valid = 0        # valid rows in the row ring, alive or not
-        self.added_steps = 0
-        self.rng = rng
-        self.tree = SumTree(self.row_capacity) if prioritized else None
-        self.alpha = alpha
-        self.max_priority = 1.0
-        self.num_nets = num_nets
         # ChunkBuilder re-emits at most n_step rows per chunk; 8 covers n_step <= 8. A larger n only
         # stores those rows' frames twice.
         self.tail_rows = tail_rows
@@ -131,7 +106,7 @@ class FramePool:
     # ------------------------------------------------------------------------------------- sizes
 
     def nbytes(self) -> int:
-        return self.frame_FX.nbytes + sum(a.nbytes for a in self.rows)
+        return self.frame_FX.nbytes + self.fid_CS.nbytes + self.oldest_C.nbytes + self.ring.nbytes()
 
     def nbytes_per_row(self) -> float:
         """Allocated bytes per frame slot: per transition once the pool is full, since each transition
@@ -140,43 +115,26 @@ class FramePool:
 
     def sampleable(self, idx: np.ndarray) -> np.ndarray:
         """Which rows may be sampled: valid, and every frame they need still in the frame ring."""
-        return self.rows.valid_C[idx] & (self.rows.oldest_C[idx] >= self.frames_written - self.capacity)
+        return self.ring.valid_C[idx] & (self.oldest_C[idx] >= self.frames_written - self.capacity)
 
     def __len__(self) -> int:
         """Sampleable rows (an O(C) scan)."""
-        return int(self.sampleable(np.arange(self.filled)).sum())
+        return int(self.sampleable(np.arange(self.ring.filled)).sum())
 
     # ------------------------------------------------------------------------------------- write
 
     def add(self, chunk: Chunk) -> int:
         """Store a chunk; returns the ring row its first row went to."""
         obs_RO = chunk.obs_RO
-        rows = len(chunk.act_R)
         if obs_RO.shape[1:] != self.obs_shape:
             raise ValueError(f"chunk observations {obs_RO.shape[1:]} do not match the pool's {self.obs_shape}")
-        if rows > self.row_capacity:
-            raise ValueError(f"chunk of {rows} rows does not fit a pool of {self.row_capacity} rows")
+        self.ring.check_fits(len(chunk.act_R))  # before _link writes any frame
         ids_RS = self._link(obs_RO)
-        boot_R = np.arange(rows) + chunk.hor_R  # invalid rows have hor 0: themselves
-        oldest_R = np.minimum(ids_RS[:, 0], ids_RS[boot_R, 0])
-
-        if self.head + rows > self.row_capacity:
-            self.head = 0  # keep chunks contiguous; the tail rows keep their (older, intact) data
-        sl = slice(self.head, self.head + rows)
-        r = self.rows
-        self.num_valid += int(chunk.valid_R.sum()) - int(r.valid_C[sl].sum())
-        self.writes += 1
-        for dst, src in ((r.fid_CS, ids_RS), (r.oldest_C, oldest_R), (r.act_C, chunk.act_R),
-                         (r.ret_C, chunk.ret_R), (r.disc_C, chunk.disc_R), (r.hor_C, chunk.hor_R),
-                         (r.valid_C, chunk.valid_R), (r.net_C, chunk.net), (r.stamp_C, self.writes)):
-            dst[sl] = src
-        if self.tree is not None:
-            self.tree.set(np.arange(sl.start, sl.stop), np.where(chunk.valid_R, self.max_priority**self.alpha, 0.0))
-        start = self.head
-        self.head += rows
-        self.filled = max(self.filled, self.head)
-        self.added_steps += chunk.steps
-        return start
+        boot_R = np.arange(len(chunk.act_R)) + chunk.hor_R  # invalid rows have hor 0: themselves
+        sl = self.ring.place(chunk)
+        self.fid_CS[sl] = ids_RS
+        self.oldest_C[sl] = np.minimum(ids_RS[:, 0], ids_RS[boot_R, 0])
+        return sl.start
 
     def _link(self, obs_RO: np.ndarray) -> np.ndarray:
         """Frame ids of every row of a chunk; writes the frames not stored yet (nothing before it knows
@@ -233,106 +191,44 @@ class FramePool:
 
     def stacks(self, idx: np.ndarray) -> np.ndarray:
         """Rebuilt observations of ring rows idx (any shape): [*idx.shape, S, *X]."""
-        return self.frame_FX[self.rows.fid_CS[idx] % self.capacity]
+        return self.frame_FX[self.fid_CS[idx] % self.capacity]
 
-    def _uniform_rows(self, n: int) -> np.ndarray:
-        """n rows drawn uniformly (with replacement) among live rows: by rejection, and if live rows
-        turn out scarce, from an explicit list of them (an O(C) scan)."""
-        out = np.empty(0, dtype=np.int64)
-        for _ in range(8):
-            draw = self.rng.integers(0, self.filled, size=2 * (n - len(out)) + 8)
-            out = np.concatenate([out, draw[self.sampleable(draw)]])
-            if len(out) >= n:
-                return out[:n]
-        live = np.flatnonzero(self.sampleable(np.arange(self.filled)))
-        if len(live) == 0:
-            raise ValueError("no sampleable rows: every valid row lost frames to the ring wrapping")
-        return np.concatenate([out, self.rng.choice(live, size=n - len(out))])
-
-    def _prioritized_rows(self, n: int) -> np.ndarray:
-        """Stratified proportional draws; a drawn row whose frames are gone gets priority 0 and is redrawn."""
-        total = self.tree.total
-        mass = (np.arange(n) + self.rng.random(n)) * (total / n)
-        idx = self.tree.find(np.minimum(mass, np.nextafter(total, 0)))
-        while True:
-            idx = np.minimum(idx, self.row_capacity - 1)
-            dead = ~self.sampleable(idx)
-            if not dead.any():
-                return idx
-            self.tree.set(np.unique(idx[dead]), 0.0)  # each pass zeroes >= 1 leaf: it ends
-            total = self.tree.total
-            if total <= 0:
-                raise ValueError("no sampleable rows: every valid row lost frames to the ring wrapping")
-            idx[dead] = self.tree.find(np.minimum(self.rng.random(int(dead.sum())) * total, np.nextafter(total, 0)))
 
     def sample(self, num_nets: int, batch_size: int, beta: float = 0.4) -> Batch:
-        if self.num_valid == 0:
-            raise ValueError("cannot sample from an empty replay pool")
-        n = num_nets * batch_size
-        if self.tree is None:
-            idx = self._uniform_rows(n)
-            weight = np.ones(n, dtype=np.float32)
-        else:
-            idx = self._prioritized_rows(n)
-            # (N * P)^-beta / max: the row count N cancels, so dead rows still counted in it do not matter.
-            weight = (self.tree.get(idx) / self.tree.total) ** (-beta)
-            weight = (weight / weight.max()).astype(np.float32)
-        r = self.rows
-        nxt = idx + r.hor_C[idx]
-        shape = (num_nets, batch_size)
-        return Batch(
-            self.stacks(idx).reshape(*shape, *self.obs_shape),
-            r.act_C[idx].reshape(shape),
-            r.ret_C[idx].reshape(shape),
-            r.disc_C[idx].reshape(shape),
-            self.stacks(nxt).reshape(*shape, *self.obs_shape),
-            weight.reshape(shape),
-            idx.reshape(shape),
-            r.stamp_C[idx].reshape(shape),
-        )
+        # Live rows can be scarce (most valid rows may have lost frames): after 8 rejection rounds the
+        # uniform draw falls back to a scan of the live rows. N in the weights counts valid rows, dead or
+        # not; it cancels in the normalisation.
+        idx, weight = self.ring.draw(num_nets * batch_size, beta, self.sampleable, rounds=8)
+        return self.ring.batch(idx, weight, self.stacks, (num_nets, batch_size))
 
     def update_priorities(self, idx: np.ndarray, td_abs: np.ndarray, stamp: np.ndarray, eps: float = 1e-6) -> None:
         """As `ReplayPool.update_priorities`; rows whose frames are gone get 0."""
-        if self.tree is None:
-            return
-        idx, stamp = idx.reshape(-1), stamp.reshape(-1)
-        prio = np.abs(td_abs.reshape(-1)).astype(np.float64) + eps
-        self.max_priority = max(self.max_priority, float(prio.max()))
-        keep = self.rows.stamp_C[idx] == stamp
-        idx, prio = idx[keep], prio[keep]
-        if len(idx):
-            self.tree.set(idx, np.where(self.sampleable(idx), prio**self.alpha, 0.0))
-
-    _COUNTERS = ("frames_written", "writes", "head", "filled", "num_valid", "added_steps", "max_priority")
+        self.ring.update_priorities(idx, td_abs, stamp, self.sampleable, eps)
 
     def state_dict(self, with_rows: bool = True) -> dict:
         """As `ReplayPool.state_dict`: counters, the sampling RNG and (with_rows) the frames, rows,
         priorities and the remembered tail rows' ids (their keys are rebuilt from the stored frames:
         Python's bytes hash differs between processes)."""
-        state: dict = {name: getattr(self, name) for name in self._COUNTERS}
-        state["rng"] = json.dumps(self.rng.bit_generator.state)
+        state: dict = {"frames_written": self.frames_written, **self.ring.counter_state()}
         if with_rows:
+            filled = self.ring.filled
             state["frames"] = self.frame_FX[: min(self.frames_written, self.capacity)].copy()
-            state["rows"] = {name: arr[: self.filled].copy() for name, arr in self.rows._asdict().items()}
-            if self.tree is not None:
-                state["tree"] = self.tree.tree.copy()
+            state.update(self.ring.row_state({"fid_CS": self.fid_CS[:filled].copy(),
+                                              "oldest_C": self.oldest_C[:filled].copy()}))
             tails = list(self._tails.values())
             state["tails"] = np.stack(tails) if tails else np.zeros((0, self.stack), np.int64)
         return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict`; without saved rows the pool starts empty (only the RNG is restored)."""
-        self.rng.bit_generator.state = json.loads(state["rng"])
-        if "rows" not in state:
+        if not self.ring.load_state_dict(state):
             return
-        for name in self._COUNTERS:
-            setattr(self, name, type(getattr(self, name))(state[name]))
+        self.frames_written = int(state["frames_written"])
         frames = np.asarray(state["frames"])
         self.frame_FX[: len(frames)] = frames
-        for name, arr in self.rows._asdict().items():
-            arr[: self.filled] = np.asarray(state["rows"][name])
-        if self.tree is not None and "tree" in state:
-            self.tree.tree[:] = np.asarray(state["tree"])
+        filled = self.ring.filled
+        self.fid_CS[:filled] = np.asarray(state["rows"]["fid_CS"])
+        self.oldest_C[:filled] = np.asarray(state["rows"]["oldest_C"])
         self._tails.clear()
         for ids_S in np.asarray(state["tails"], dtype=np.int64):  # oldest first, as _link inserted them
             key = hash(self.frame_FX[ids_S[-1] % self.capacity].tobytes())
@@ -341,9 +237,7 @@ class FramePool:
 
     def share_by_net(self) -> np.ndarray:
         """Fraction of live rows made by each net's actors (a merge diagnostic)."""
-        live = self.sampleable(np.arange(self.filled))
-        counts = np.bincount(self.rows.net_C[: self.filled][live], minlength=self.num_nets)
-        return counts / max(1, counts.sum())
+        return self.ring.share_by_net(self.sampleable(np.arange(self.ring.filled)))
 
 
 def storage_report(pool: FramePool) -> StorageReport:
