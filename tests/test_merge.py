@@ -204,8 +204,8 @@ def test_score_board_keeps_a_window_per_net_and_survives_a_state_round_trip():
     board = ScoreBoard(k=3, window=2)
     for ret in (1.0, 2.0, 6.0):
         board.add_return(1, ret)                         # the window keeps 2 and 6
-    board.add_losses(np.array([0.5, 1.0, 2.0]))
-    board.add_losses(np.array([1.5, 1.0, 4.0]))
+    for loss_K in ([9.0, 9.0, 9.0], [0.5, 1.0, 2.0], [1.5, 1.0, 4.0]):
+        board.add_losses(np.array(loss_K))           # the first falls out of the window
     assert board.scores("return")[1] == 4.0 and np.isnan(board.scores("return")[[0, 2]]).all()
     assert board.scores("td_loss").tolist() == [-1.0, -1.0, -3.0]
     restored = ScoreBoard(k=3, window=2)

@@ -136,6 +136,18 @@ def test_drop_partial_episode_keeps_rows_up_to_the_last_episode_end_after_a_flus
     assert c.disc_R[c.valid_R].tolist() == [0.25, 0, 0, 0, 0]
 
 
+def test_drop_partial_episode_after_one_episode_end():
+    b = _builder()
+    b.observe(_obs(0))
+    b.acted(1, 1.0)
+    b.final(_obs(1), terminated=True)
+    b.observe(_obs(2))
+    b.acted(0, 1.0)
+    b.observe(_obs(3))
+    b.drop_partial_episode()
+    assert (b.size, b.new_steps, b.obs_RO[:2, 0].tolist()) == (2, 1, [0, 1])
+
+
 def _restored(state: dict, n: int = 2) -> ChunkBuilder:
     fresh = _builder(n=n)
     _first_episode(fresh)                         # dirty rows beyond the saved size must be cleared
@@ -189,7 +201,9 @@ def test_nstep_targets_accepts_0_1_flags_of_any_numeric_dtype():
 
 
 def test_the_cached_lookahead_arrays_are_read_only():
-    # they are shared by every chunk of that size: a caller writing into one would corrupt later targets
+    # they are shared by every chunk of that size: a caller writing into one would corrupt later targets.
+    # Cleared first so that this test computes them (mutmut maps a test to the functions it calls).
+    transitions._lookahead.cache_clear()
     for a in transitions._lookahead(6, 2, GAMMA):
         with pytest.raises(ValueError):
             a.reshape(-1)[0] = 7
