@@ -54,25 +54,27 @@ def weight_entropy(w_K: np.ndarray) -> float:
     return float(-(w * np.log(w)).sum())
 
 
-@torch.no_grad()
+# The torch functions below enter no_grad in their body rather than through a decorator: mutmut 3 skips
+# decorated functions, and these are part of the mutation-tested core (docs/mutation.md).
 def merge_params(params_K: Sequence[torch.Tensor], w_K: np.ndarray) -> list[torch.Tensor]:
     """sum_k w_k theta_k for each parameter tensor shaped [K, ...]; returns tensors shaped [1, ...]."""
-    w = torch.as_tensor(np.asarray(w_K), dtype=params_K[0].dtype)
-    return [(p * w.reshape(-1, *([1] * (p.dim() - 1)))).sum(0, keepdim=True) for p in params_K]
+    with torch.no_grad():
+        w = torch.as_tensor(np.asarray(w_K), dtype=params_K[0].dtype)
+        return [(p * w.reshape(-1, *([1] * (p.dim() - 1)))).sum(0, keepdim=True) for p in params_K]
 
 
-@torch.no_grad()
 def resync_(params_K: Sequence[torch.Tensor], merged: Sequence[torch.Tensor], blend: float) -> None:
     """online_k <- (1 - blend) * online_k + blend * merged, in place, for every k."""
-    for p, m in zip(params_K, merged):
-        p.lerp_(m.expand_as(p), blend)
+    with torch.no_grad():
+        for p, m in zip(params_K, merged):
+            p.lerp_(m.expand_as(p), blend)
 
 
-@torch.no_grad()
 def distance_to(params_K: Sequence[torch.Tensor], merged: Sequence[torch.Tensor]) -> np.ndarray:
     """L2 distance of each net's flattened parameters from the merged parameters."""
-    sq = sum(((p - m) ** 2).reshape(p.shape[0], -1).sum(1) for p, m in zip(params_K, merged))
-    return torch.sqrt(sq).numpy()
+    with torch.no_grad():
+        sq = sum(((p - m) ** 2).reshape(p.shape[0], -1).sum(1) for p, m in zip(params_K, merged))
+        return torch.sqrt(sq).numpy()
 
 
 class ScoreBoard:

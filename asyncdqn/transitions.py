@@ -57,10 +57,10 @@ class NStep(NamedTuple):
     hor_R: np.ndarray
 
 
-@functools.lru_cache(maxsize=32)
-def _lookahead(rows: int, n: int, gamma: float) -> tuple[np.ndarray, ...]:
-    """Arrays of `nstep_targets` that depend only on the chunk size (cached: a flush runs once per ~30 env
-    steps, and each numpy call costs about a microsecond). Read-only: callers never write into them."""
+def _lookahead_arrays(rows: int, n: int, gamma: float) -> tuple[np.ndarray, ...]:
+    """Arrays of `nstep_targets` that depend only on the chunk size (cached as `_lookahead`: a flush runs
+    once per ~30 env steps, and each numpy call costs about a microsecond). Read-only: callers never write
+    into them."""
     arange_R = np.arange(rows)
     window_RJ = arange_R[:, None] + np.arange(n)[None, :]   # rows i + j, j < n, into the reward padded by n
     powers_J = gamma ** np.arange(n, dtype=np.float64)
@@ -71,6 +71,10 @@ def _lookahead(rows: int, n: int, gamma: float) -> tuple[np.ndarray, ...]:
     for a in arrays:
         a.flags.writeable = False
     return arrays
+
+
+# Wrapped by a call, not a decorator: mutmut 3 skips decorated functions (docs/mutation.md).
+_lookahead = functools.lru_cache(maxsize=32)(_lookahead_arrays)
 
 
 def nstep_targets(rew_R: np.ndarray, acted_R: np.ndarray, final_R: np.ndarray, term_R: np.ndarray,

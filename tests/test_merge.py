@@ -8,7 +8,8 @@ import torch
 
 from asyncdqn.config import LearnerConfig, MergeConfig
 from asyncdqn.learner import Learner
-from asyncdqn.merge import merge_params, resync_, softmax_weights, standardise, weight_entropy
+from asyncdqn.merge import (ScoreBoard, distance_to, merge_params, resync_, softmax_weights, standardise,
+                            weight_entropy)
 from asyncdqn.nets import EnsembleQNet
 from asyncdqn.transitions import Batch
 
@@ -175,3 +176,42 @@ def test_td_loss_score_gives_the_net_with_the_lower_loss_the_larger_weight():
     assert learner.losses.scores("td_loss").tolist() == pytest.approx([-1.0, -0.1])
     w = learner.merge(np.array([5.0, 0.0])).weights_K    # the return scores are ignored under td_loss
     assert w[1] == pytest.approx(math.exp(1) / (math.exp(-1) + math.exp(1)))
+
+
+def test_standardise_and_entropy_compute_in_float64_whatever_the_input_dtype():
+    # integer scores: mean 3, std sqrt(14/3); an integer result array would truncate them to 0, 0, 1
+    assert standardise([1, 2, 6]) == pytest.approx(np.array([-2, -1, 3]) / math.sqrt(14 / 3))
+    w32 = np.array([0.3, 0.7], np.float32)
+    w64 = w32.astype(np.float64)
+    assert weight_entropy(w32) == pytest.approx(float(-(w64 * np.log(w64)).sum()), rel=1e-12)
+    assert weight_entropy(np.array([1.0, 0.0])) == 0.0   # a zero weight adds nothing (0 log 0 = 0)
+
+
+def test_softmax_weights_at_a_tiny_tau_put_all_the_weight_on_the_best_net_without_overflow():
+    assert softmax_weights(np.array([1.0, 3.0]), tau=1e-3).tolist() == [0.0, 1.0]   # logits -1000, +1000
+
+
+def test_merge_params_of_a_single_tensor_and_distance_to_the_merge():
+    assert merge_params([torch.tensor([[1.0], [3.0]])], np.array([0.25, 0.75]))[0].tolist() == [[2.5]]
+    weight = torch.tensor([[[1.0, 0.0]], [[4.0, 4.0]]])    # [K=2, 1, 2]
+    bias = torch.tensor([[[0.0]], [[12.0]]])
+    merged = [torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.0]]])]
+    # net 0 is the merge; net 1 differs by (3, 4) and 12: sqrt(9 + 16 + 144) = 13
+    assert distance_to([weight, bias], merged).tolist() == [0.0, 13.0]
+
+
+def test_score_board_keeps_a_window_per_net_and_survives_a_state_round_trip():
+    board = ScoreBoard(k=3, window=2)
+    for ret in (1.0, 2.0, 6.0):
+        board.add_return(1, ret)                         # the window keeps 2 and 6
+    for loss_K in ([9.0, 9.0, 9.0], [0.5, 1.0, 2.0], [1.5, 1.0, 4.0]):
+        board.add_losses(np.array(loss_K))           # the first falls out of the window
+    assert board.scores("return")[1] == 4.0 and np.isnan(board.scores("return")[[0, 2]]).all()
+    assert board.scores("td_loss").tolist() == [-1.0, -1.0, -3.0]
+    restored = ScoreBoard(k=3, window=2)
+    restored.add_return(0, 99.0)                          # replaced by the saved (empty) deque
+    restored.load_state_dict(board.state_dict())
+    assert restored.state_dict() == {"returns": [[], [2.0, 6.0], []], "losses": [[0.5, 1.5], [1.0, 1.0], [2.0, 4.0]]}
+    restored.add_return(1, 10.0)
+    assert restored.scores("return")[1] == 8.0            # the restored deque keeps its window
+

@@ -128,3 +128,17 @@ def test_nstep_targets_match_the_row_by_row_definition_on_random_streams(n):
         np.testing.assert_allclose(got.ret_R, want[1], rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(got.disc_R, want[2])
         np.testing.assert_array_equal(got.hor_R, want[3])
+
+
+def test_per_net_clip_matches_torch_clip_grad_norm_including_the_tiny_norm_guard():
+    g = torch.tensor([[6e-6, 8e-6], [3.0, 4.0]])          # norms 1e-5 and 5
+    p = torch.nn.Parameter(torch.zeros(2, 2))
+    p.grad = g.clone()
+    clip_grad_norm_per_net_([p], max_norm=1e-6)
+    # net 0: scale 1e-6 / (1e-5 + 1e-6) = 1/11 (the guard matters at this size); net 1: 1e-6 / (5 + 1e-6)
+    assert p.grad[0].tolist() == pytest.approx([6e-6 / 11, 8e-6 / 11], rel=1e-6)
+    for k in range(2):
+        q = torch.nn.Parameter(torch.zeros(2))
+        q.grad = g[k].clone()
+        torch.nn.utils.clip_grad_norm_([q], max_norm=1e-6)
+        assert p.grad[k].tolist() == pytest.approx(q.grad.tolist(), rel=1e-6)
