@@ -22,7 +22,7 @@ import numpy as np
 
 from asyncdqn.actors import Actor, EnvFaults, EpisodeHook, InferenceBatcher, StepGate
 from asyncdqn.config import RunConfig
-from asyncdqn.environments import FaultInjector, make_env, worker_env
+from asyncdqn.envs.make import FaultInjector, make_env, worker_env
 from asyncdqn.nets import EnsembleQNet
 from asyncdqn.transitions import ChunkBuilder
 from asyncdqn.workers import EnvWorkerPool, WorkerDeath

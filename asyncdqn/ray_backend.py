@@ -30,7 +30,7 @@ import torch
 from asyncdqn.actors import EnvFaults, InferenceBatcher, StepGate, epsilon_ladder
 from asyncdqn.collection import epsilon_schedule, make_actor
 from asyncdqn.config import RunConfig
-from asyncdqn.environments import env_kwargs
+from asyncdqn.envs.make import env_kwargs
 from asyncdqn.errors import RunFailed
 from asyncdqn.nets import EnsembleQNet
 

@@ -35,7 +35,7 @@ from asyncdqn.actors import StepGate, epsilon_ladder
 from asyncdqn.collection import LocalCollection
 from asyncdqn.config import RunConfig, to_dict, to_toml
 from asyncdqn.convnets import input_scale_for
-from asyncdqn.environments import env_kwargs, make_env, spec_of
+from asyncdqn.envs.make import env_kwargs, make_env, spec_of
 from asyncdqn.errors import RunFailed, UserError
 from asyncdqn.evaluation import EvalResult, evaluate
 from asyncdqn.frames import FramePool

@@ -100,7 +100,7 @@ def child_learner(spec: dict) -> dict:
 
     from asyncdqn import config
     from asyncdqn.convnets import input_scale_for
-    from asyncdqn.environments import env_kwargs, make_env, spec_of
+    from asyncdqn.envs.make import env_kwargs, make_env, spec_of
     from asyncdqn.learner import Learner
     from asyncdqn.replay import Batch
 

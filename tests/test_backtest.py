@@ -1,4 +1,5 @@
-"""Backtest (asyncdqn.backtest): metrics against hand arithmetic, Sharpe of random policies, report files."""
+"""Backtest (asyncdqn.envs.trading.backtest and .report): metrics against hand arithmetic, Sharpe of random
+policies, report files."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 from conftest_trading import GOOGL_CSV, make_ohlcv
 from rich.console import Console
 
-from asyncdqn import backtest as bt
-from envs import PolicyMismatchError, TradingEnv
+from asyncdqn.envs.trading import PolicyMismatchError, TradingEnv
+from asyncdqn.envs.trading import backtest as bt
+from asyncdqn.envs.trading import report as rp
 
 # A 5-mark equity series: returns +10%, -10%, +10%, 0%.
 EQUITY = np.array([1.0, 1.1, 0.99, 1.089, 1.089])
@@ -127,7 +129,7 @@ def test_long_policy_equals_its_benchmark_and_flat_gives_nulls(tmp_path):
     assert long.start == "2017-01-03" and long.end == "2017-12-29"
     flat = bt.run_backtest(kwargs, bt.reference_policy("flat", (-1, 0, 1)), policy_name="flat")
     assert (flat.strategy.equity_N1 == 1.0).all() and flat.strategy_metrics.trades == 0
-    paths = bt.write_report(flat, tmp_path)
+    paths = rp.write_report(flat, tmp_path)
     report = json.loads(paths.report_json.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
     assert report["strategy"]["sharpe"] is None and report["strategy"]["calmar"] is None
     assert report["benchmark"]["trades"] == 1
@@ -136,7 +138,7 @@ def test_long_policy_equals_its_benchmark_and_flat_gives_nulls(tmp_path):
 def test_report_files(tmp_path):
     kwargs = {"data": str(GOOGL_CSV), "start": "2016-01-01", "window": 8, "cost_bps": 10.0}
     result = bt.run_backtest(kwargs, bt.reference_policy("random", (-1, 0, 1), seed=1), policy_name="random")
-    paths = bt.write_report(result, tmp_path / "out")
+    paths = rp.write_report(result, tmp_path / "out")
     report = json.loads(paths.report_json.read_text())
     assert set(report) >= {"strategy", "benchmark", "periods_per_year", "risk_free", "fill", "cost_bps", "start",
                            "end", "policy"}
@@ -158,7 +160,7 @@ def test_report_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["equity.csv", "equity.png", "report.json",
                                                                      "trades.csv"]  # no temp files left
     console = Console(width=100, record=True)
-    console.print(bt.metrics_table(result))
+    console.print(rp.metrics_table(result))
     text = console.export_text()
     assert "sharpe" in text and "buy & hold" in text and "random" in text
 
