@@ -1,8 +1,8 @@
 """Typed config fields: a TOML value checked against its frozen-dataclass field, and the field docstrings.
 
-Place in the flow: under `asyncdqn.config` (the run config) and any env's own settings dataclass (e.g.
-`asyncdqn.envs.trading.config.TradingConfig`), so that an env's settings are read by the same rules as the
-engine's and a bad value is the same one-line UserError naming the key.
+Place in the flow: under `asyncdqn.config` (the run config) and under any env factory that reads its
+`env.kwargs` into a settings dataclass of its own, so that an env's settings are read by the same rules as
+the engine's and a bad value is the same one-line UserError naming the key.
 
 Dates: TOML has a date type, so `--set train_end=2016-12-30` arrives as a `datetime.date`. A field annotated
 `DateText` accepts a date (or date-time) and keeps its ISO text; `plain` turns dates inside free-form tables

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -184,3 +186,22 @@ def test_ruined_strategy_is_padded_flat_to_the_benchmark_dates():
     assert len(result.strategy.equity_N1) == len(result.benchmark.equity_N1)
     assert result.strategy.equity_N1[-1] == pytest.approx(1e-8 * result.strategy.equity_N1[-11], rel=1e-9)
     assert result.strategy_metrics.total_return == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_every_report_file_is_fsynced_before_its_rename_and_readable_by_others(tmp_path, monkeypatch):
+    """The report goes through the engine's one atomic write (checkpoint.atomic_write_bytes: temp file,
+    fsync, rename), so a crash leaves the old report or the new one, never a torn file."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    result = bt.run_backtest({"data": make_ohlcv(80, seed=4), "window": 4}, bt.reference_policy("long", (-1, 0, 1)),
+                             policy_name="long")
+    paths = rp.write_report(result, tmp_path / "out")
+    for path in paths:
+        assert any(name.startswith(f".{path.name}.") and name.endswith(".tmp") for name in synced), path.name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644  # reports are meant to be shared (mkstemp makes 0600)
