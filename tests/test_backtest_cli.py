@@ -48,8 +48,8 @@ def test_a_run_backtests_its_own_held_out_range_from_any_folder(tmp_path, monkey
     report = json.loads((tmp_path / "run" / "backtest" / "report.json").read_text())
     dates = [f"{d:%Y-%m-%d}" for d in load_ohlcv(DEFAULT_DATA).index]
     # the evaluation walk: 32 bars purged after train_end (window = 32), decisions from the next one
-    assert (report["data"], report["start"], report["end"]) == (str(DEFAULT_DATA), dates[dates.index("2016-12-30") + 33],
-                                                                "2018-08-29")
+    first_test_bar = dates[dates.index("2016-12-30") + 33]
+    assert (report["data"], report["start"], report["end"]) == (str(DEFAULT_DATA), first_test_bar, "2018-08-29")
 
 
 def test_a_run_on_its_own_csv_backtests_that_csv_after_its_purge_gap(tmp_path, monkeypatch):
