@@ -64,8 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--fields", action="store_true", help="also list every config field with its meaning")
 
     b = sub.add_parser("backtest", help="backtest a trading policy (or a reference policy) on a CSV")
-    b.add_argument("checkpoint", nargs="?", default=None)
-    b.add_argument("--data", required=True)
+    b.add_argument("checkpoint", nargs="?", default=None, metavar="RUN_DIR",
+                   help="a trading run folder or checkpoint (else --policy)")
+    b.add_argument("--data", default=None,
+                   help="CSV to walk (default: the run's own data and held-out range; the shipped GOOGL.csv "
+                        "for --policy)")
     b.add_argument("--policy", choices=["long", "flat", "short", "random"], default=None)
     b.add_argument("--start", default=None)
     b.add_argument("--end", default=None)
@@ -215,7 +218,7 @@ async def _train(cfg, out: Path, progress, resume):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from asyncdqn import checkpoint
-    from asyncdqn.environments import env_kwargs, make_env, spec_of
+    from asyncdqn.envs.make import env_kwargs, make_env, spec_of
     from asyncdqn.evaluation import evaluate
 
     if args.episodes < 1:
@@ -252,16 +255,15 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from asyncdqn.backtest_cli import backtest_command
+    from asyncdqn.envs.trading.cli import backtest_command  # imported here: pandas and matplotlib are slow
 
     return backtest_command(args)
 
 
 def _user_error(exc: BaseException) -> BaseException | None:
-    """The UserError (or envs' DataError) behind `exc`, looking inside TaskGroup exception groups."""
-    data_module = sys.modules.get("envs.market_data")
-    kinds = (UserError,) + ((data_module.DataError,) if data_module else ())
-    if isinstance(exc, kinds):
+    """The UserError behind `exc` (the trading loader's DataError is one), looking inside TaskGroup exception
+    groups."""
+    if isinstance(exc, UserError):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

@@ -4,8 +4,10 @@ Place in the flow: read first, by the CLI; every later stage receives the part i
 docstring (the string literal under it) is what `asyncdqn scenarios --fields` and the README show.
 
 A scenario TOML has top-level run fields and one table per section (`[env]`, `[actors]`, `[replay]`,
-`[learner]`, `[merge]`, `[eval]`, `[trading]`, `[faults]`, `[backend]`). An override key is `section.field`,
-or a bare field name when only one section has it (`--set lr=1e-3`, `--set data=prices.csv`).
+`[learner]`, `[merge]`, `[eval]`, `[faults]`, `[backend]`). An override key is `section.field`, or a bare
+name when only one place has it: a field of one section (`--set lr=1e-3`) or a key of the scenario's
+`[env] kwargs` (`--set data=prices.csv`). The engine knows no env's settings: an env plugs in through
+`env.id` or `env.factory` and gets `env.kwargs` (plus `env.eval_kwargs` for the evaluation copies).
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from asyncdqn.errors import UserError, brief
+from asyncdqn.errors import UserError, first_line
+from asyncdqn.fields import build, coerce, field_docs, parse_value, require  # noqa: F401 (field_docs: for the CLI)
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
@@ -31,7 +35,7 @@ class EnvConfig:
     factory: str = ""
     """`pkg.module:callable` returning a gymnasium.Env; overrides `id` when set."""
     kwargs: dict = field(default_factory=dict)
-    """Keyword arguments for `gymnasium.make` or the factory."""
+    """Keyword arguments for `gymnasium.make` or the factory (TOML dates in it are passed as ISO text)."""
     eval_kwargs: dict = field(default_factory=dict)
     """Overrides of `kwargs` for the evaluation env copies (e.g. a held-out date range)."""
 
@@ -62,14 +66,14 @@ class ActorConfig:
     """Env worker processes: 0 = envs step on the event loop (microsecond envs), N = N workers, -1 = one per core."""
 
     def __post_init__(self) -> None:
-        _require(self.num_actors >= 1, "actors.num_actors", "must be >= 1")
-        _require(0.0 <= self.eps_base <= 1.0, "actors.eps_base", "must be in [0, 1]")
-        _require(self.eps_alpha >= 0.0, "actors.eps_alpha", "must be >= 0")
-        _require(self.eps_anneal_steps >= 0, "actors.eps_anneal_steps", "must be >= 0")
-        _require(1 <= self.n_step <= 100, "actors.n_step", "must be in [1, 100]")
-        _require(self.chunk_rows >= self.n_step + 3, "actors.chunk_rows", "must be >= n_step + 3")
-        _require(self.queue_chunks >= 1, "actors.queue_chunks", "must be >= 1")
-        _require(self.env_workers >= -1, "actors.env_workers", "must be -1 (one per core), 0 or a count")
+        require(self.num_actors >= 1, "actors.num_actors", "must be >= 1")
+        require(0.0 <= self.eps_base <= 1.0, "actors.eps_base", "must be in [0, 1]")
+        require(self.eps_alpha >= 0.0, "actors.eps_alpha", "must be >= 0")
+        require(self.eps_anneal_steps >= 0, "actors.eps_anneal_steps", "must be >= 0")
+        require(1 <= self.n_step <= 100, "actors.n_step", "must be in [1, 100]")
+        require(self.chunk_rows >= self.n_step + 3, "actors.chunk_rows", "must be >= n_step + 3")
+        require(self.queue_chunks >= 1, "actors.queue_chunks", "must be >= 1")
+        require(self.env_workers >= -1, "actors.env_workers", "must be -1 (one per core), 0 or a count")
 
 
 @dataclass(frozen=True)
@@ -89,11 +93,11 @@ class ReplayConfig:
     """'rows': each row holds its whole observation; 'stack': observations are frame stacks (Atari), each frame stored once."""
 
     def __post_init__(self) -> None:
-        _require(self.capacity >= 64, "replay.capacity", "must be >= 64")
-        _require(self.frames in ("rows", "stack"), "replay.frames", "must be 'rows' or 'stack'")
-        _require(self.batch_size >= 1, "replay.batch_size", "must be >= 1")
-        _require(self.alpha >= 0.0, "replay.alpha", "must be >= 0")
-        _require(0.0 <= self.beta <= 1.0, "replay.beta", "must be in [0, 1]")
+        require(self.capacity >= 64, "replay.capacity", "must be >= 64")
+        require(self.frames in ("rows", "stack"), "replay.frames", "must be 'rows' or 'stack'")
+        require(self.batch_size >= 1, "replay.batch_size", "must be >= 1")
+        require(self.alpha >= 0.0, "replay.alpha", "must be >= 0")
+        require(0.0 <= self.beta <= 1.0, "replay.beta", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -132,21 +136,21 @@ class LearnerConfig:
     """Consecutive skipped (NaN/inf or diverged) updates after which the run stops with an error."""
 
     def __post_init__(self) -> None:
-        _require(1 <= self.num_nets <= 64, "learner.num_nets", "must be in [1, 64]")
-        _require(self.net in ("auto", "mlp", "conv"), "learner.net", "must be 'auto', 'mlp' or 'conv'")
-        _require(self.torso in ("auto", "nature", "minatar"), "learner.torso", "must be 'auto', 'nature' or 'minatar'")
-        _require(all(isinstance(h, int) and h > 0 for h in self.hidden), "learner.hidden",
+        require(1 <= self.num_nets <= 64, "learner.num_nets", "must be in [1, 64]")
+        require(self.net in ("auto", "mlp", "conv"), "learner.net", "must be 'auto', 'mlp' or 'conv'")
+        require(self.torso in ("auto", "nature", "minatar"), "learner.torso", "must be 'auto', 'nature' or 'minatar'")
+        require(all(isinstance(h, int) and h > 0 for h in self.hidden), "learner.hidden",
                  "must be a list of positive integers")
-        _require(self.lr > 0, "learner.lr", "must be > 0")
-        _require(0.0 <= self.gamma <= 1.0, "learner.gamma", "must be in [0, 1]")
-        _require(self.grad_clip > 0, "learner.grad_clip", "must be > 0")
-        _require(self.huber_delta > 0, "learner.huber_delta", "must be > 0")
-        _require(self.replay_ratio >= 0, "learner.replay_ratio", "must be >= 0")
-        _require(self.learning_starts >= 1, "learner.learning_starts", "must be >= 1")
-        _require(self.updates_per_call >= 1, "learner.updates_per_call", "must be >= 1")
-        _require(self.max_lead >= 0, "learner.max_lead", "must be >= 0")
-        _require(self.q_limit > 0, "learner.q_limit", "must be > 0")
-        _require(self.max_bad_updates >= 1, "learner.max_bad_updates", "must be >= 1")
+        require(self.lr > 0, "learner.lr", "must be > 0")
+        require(0.0 <= self.gamma <= 1.0, "learner.gamma", "must be in [0, 1]")
+        require(self.grad_clip > 0, "learner.grad_clip", "must be > 0")
+        require(self.huber_delta > 0, "learner.huber_delta", "must be > 0")
+        require(self.replay_ratio >= 0, "learner.replay_ratio", "must be >= 0")
+        require(self.learning_starts >= 1, "learner.learning_starts", "must be >= 1")
+        require(self.updates_per_call >= 1, "learner.updates_per_call", "must be >= 1")
+        require(self.max_lead >= 0, "learner.max_lead", "must be >= 0")
+        require(self.q_limit > 0, "learner.q_limit", "must be > 0")
+        require(self.max_bad_updates >= 1, "learner.max_bad_updates", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -165,12 +169,12 @@ class MergeConfig:
     """Episodes (or updates, for td_loss) each net's score averages over."""
 
     def __post_init__(self) -> None:
-        _require(self.every >= 1, "merge.every", "must be >= 1")
-        _require(self.space in ("params", "outputs"), "merge.space", "must be 'params' or 'outputs'")
-        _require(self.score in ("return", "td_loss"), "merge.score", "must be 'return' or 'td_loss'")
-        _require(self.tau > 0, "merge.tau", "must be > 0 (inf for uniform)")
-        _require(0.0 <= self.resync <= 1.0, "merge.resync", "must be in [0, 1]")
-        _require(self.score_window >= 1, "merge.score_window", "must be >= 1")
+        require(self.every >= 1, "merge.every", "must be >= 1")
+        require(self.space in ("params", "outputs"), "merge.space", "must be 'params' or 'outputs'")
+        require(self.score in ("return", "td_loss"), "merge.score", "must be 'return' or 'td_loss'")
+        require(self.tau > 0, "merge.tau", "must be > 0 (inf for uniform)")
+        require(0.0 <= self.resync <= 1.0, "merge.resync", "must be in [0, 1]")
+        require(self.score_window >= 1, "merge.score_window", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -189,34 +193,10 @@ class EvalConfig:
     """Checkpoint and finally evaluate the policy with the best periodic evaluation, not the last."""
 
     def __post_init__(self) -> None:
-        _require(self.every >= 0, "eval.every", "must be >= 0")
-        _require(self.episodes >= 1, "eval.episodes", "must be >= 1")
-        _require(self.final_episodes >= 1, "eval.final_episodes", "must be >= 1")
-        _require(self.confirm_episodes >= 0, "eval.confirm_episodes", "must be >= 0")
-
-
-@dataclass(frozen=True)
-class TradingConfig:
-    data: str = ""
-    """CSV of daily OHLCV bars; used by the trading env (empty for other envs)."""
-    train_end: str = ""
-    """Last date of the training range; evaluation starts after a purge gap of `window` bars."""
-    window: int = 32
-    """Bars in the observation's feature window (also the purge gap)."""
-    cost_bps: float = 10.0
-    """Cost per fill, in basis points of the traded notional."""
-    fill: str = "open"
-    """'open': decide at the close of bar t, fill at the open of t+1; 'close': fill at the close of t."""
-    long_only: bool = False
-    """Positions {flat, long} instead of {short, flat, long}."""
-    episode_length: int = 256
-    """Decisions per training episode, started at random bars of the training range."""
-
-    def __post_init__(self) -> None:
-        _require(self.window >= 2, "trading.window", "must be >= 2")
-        _require(self.cost_bps >= 0, "trading.cost_bps", "must be >= 0")
-        _require(self.fill in ("open", "close"), "trading.fill", "must be 'open' or 'close'")
-        _require(self.episode_length >= 2, "trading.episode_length", "must be >= 2")
+        require(self.every >= 0, "eval.every", "must be >= 0")
+        require(self.episodes >= 1, "eval.episodes", "must be >= 1")
+        require(self.final_episodes >= 1, "eval.final_episodes", "must be >= 1")
+        require(self.confirm_episodes >= 0, "eval.confirm_episodes", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -231,10 +211,10 @@ class FaultsConfig:
     """Env worker processes that may die (and be replaced) in a run before it stops with an error."""
 
     def __post_init__(self) -> None:
-        _require(0.0 <= self.env_error_rate < 1.0, "faults.env_error_rate", "must be in [0, 1)")
-        _require(self.max_env_restarts >= 0, "faults.max_env_restarts", "must be >= 0")
-        _require(self.restart_backoff_s >= 0, "faults.restart_backoff_s", "must be >= 0")
-        _require(self.max_worker_restarts >= 0, "faults.max_worker_restarts", "must be >= 0")
+        require(0.0 <= self.env_error_rate < 1.0, "faults.env_error_rate", "must be in [0, 1)")
+        require(self.max_env_restarts >= 0, "faults.max_env_restarts", "must be >= 0")
+        require(self.restart_backoff_s >= 0, "faults.restart_backoff_s", "must be >= 0")
+        require(self.max_worker_restarts >= 0, "faults.max_worker_restarts", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -253,12 +233,12 @@ class BackendConfig:
     """Host processes that may die (Ray restarts them) in a run before it stops with an error."""
 
     def __post_init__(self) -> None:
-        _require(self.kind in ("local", "ray"), "backend.kind", "must be 'local' or 'ray'")
-        _require(self.hosts >= 1, "backend.hosts", "must be >= 1")
-        _require(self.host_cpus >= 0, "backend.host_cpus", "must be >= 0")
-        _require(self.weights_every >= 0, "backend.weights_every", "must be >= 0")
-        _require(self.max_restarts >= 0, "backend.max_restarts", "must be >= 0")
-        _require("\n" not in self.ray_address and "\r" not in self.ray_address, "backend.ray_address",
+        require(self.kind in ("local", "ray"), "backend.kind", "must be 'local' or 'ray'")
+        require(self.hosts >= 1, "backend.hosts", "must be >= 1")
+        require(self.host_cpus >= 0, "backend.host_cpus", "must be >= 0")
+        require(self.weights_every >= 0, "backend.weights_every", "must be >= 0")
+        require(self.max_restarts >= 0, "backend.max_restarts", "must be >= 0")
+        require("\n" not in self.ray_address and "\r" not in self.ray_address, "backend.ray_address",
                  "must be one line")
 
 
@@ -284,99 +264,49 @@ class RunConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    trading: TradingConfig = field(default_factory=TradingConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
 
     def __post_init__(self) -> None:
-        _require(self.seed >= 0, "seed", "must be >= 0")
-        _require(self.total_steps >= 1, "total_steps", "must be >= 1")
-        _require(self.actors.chunk_rows <= self.replay.capacity, "actors.chunk_rows", "must be <= replay.capacity")
-        _require(self.torch_threads >= 1, "torch_threads", "must be >= 1")
-        _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
-        _require(self.log_every >= 1, "log_every", "must be >= 1")
+        require(self.seed >= 0, "seed", "must be >= 0")
+        require(self.total_steps >= 1, "total_steps", "must be >= 1")
+        require(self.actors.chunk_rows <= self.replay.capacity, "actors.chunk_rows", "must be <= replay.capacity")
+        require(self.torch_threads >= 1, "torch_threads", "must be >= 1")
+        require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        require(self.log_every >= 1, "log_every", "must be >= 1")
         if self.backend.kind == "ray":
             groups = math.ceil(self.actors.num_actors / self.learner.num_nets)
-            _require(self.backend.hosts <= groups, "backend.hosts", f"must be <= {groups}: each host runs whole "
+            require(self.backend.hosts <= groups, "backend.hosts", f"must be <= {groups}: each host runs whole "
                      f"groups of learner.num_nets actors (actors.num_actors = {self.actors.num_actors})")
-            _require(self.actors.env_workers == 0, "actors.env_workers",
+            require(self.actors.env_workers == 0, "actors.env_workers",
                      "must be 0 with backend.kind = 'ray' (the envs step inside the Ray hosts)")
 
 
 SECTION_TYPES: dict[str, type] = {
     "env": EnvConfig, "actors": ActorConfig, "replay": ReplayConfig, "learner": LearnerConfig,
-    "merge": MergeConfig, "eval": EvalConfig, "trading": TradingConfig,
-    "faults": FaultsConfig, "backend": BackendConfig,
+    "merge": MergeConfig, "eval": EvalConfig, "faults": FaultsConfig, "backend": BackendConfig,
 }
 
 
-def _require(ok: bool, key: str, why: str) -> None:
-    if not ok:
-        raise UserError(f"config: {key} {why}")
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field, read from the source (used by --help text and the README)."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for stmt, nxt in zip(body, body[1:]):
-        if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[stmt.target.id] = str(nxt.value.value)  # type: ignore[union-attr]
-    return docs
-
-
-_TYPES = {"bool": bool, "int": int, "float": float, "str": str, "tuple": tuple, "dict": dict}
-
-
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Check one value against its field's annotation; ints are accepted where floats are expected."""
-    hint = _TYPES.get(annotation, annotation) if isinstance(annotation, str) else annotation
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    elif hint is tuple:
-        if isinstance(value, (list, tuple)):
-            return tuple(value)
-    elif hint is dict:
-        if isinstance(value, dict):
-            return dict(value)
-    raise UserError(f"config: {key} expects {getattr(hint, '__name__', hint)}, got {type(value).__name__} "
-                    f"{brief(value)}")
-
-
-def _build(cls: type, values: dict, prefix: str) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
+def _build(values: dict) -> RunConfig:
+    """A RunConfig from nested dicts: top-level fields here, each section's table by `fields.build`."""
+    known = {f.name: f for f in dataclasses.fields(RunConfig)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
-        name = f"{prefix}{key}"
         if key not in known:
-            raise UserError(f"config: unknown key {name!r}")
-        f = known[key]
-        if key in SECTION_TYPES and cls is RunConfig:
+            raise UserError(f"config: unknown key {key!r}")
+        if key in SECTION_TYPES:
             if not isinstance(value, dict):
-                raise UserError(f"config: {name} must be a table")
-            kwargs[key] = _build(SECTION_TYPES[key], value, f"{key}.")
+                raise UserError(f"config: {key} must be a table")
+            kwargs[key] = build(SECTION_TYPES[key], value, f"{key}.")
         else:
-            kwargs[key] = _coerce(name, value, f.type)
-    return cls(**kwargs)
+            kwargs[key] = coerce(key, value, known[key].type)
+    return RunConfig(**kwargs)
 
 
 def from_dict(values: dict) -> RunConfig:
     """Build and validate a RunConfig from nested dicts (a parsed TOML). Raises UserError naming the key."""
-    return _build(RunConfig, values, "")
+    return _build(values)
 
 
 def to_dict(config: RunConfig) -> dict:
@@ -413,32 +343,26 @@ def read_scenario(name_or_path: str) -> dict:
     try:
         values = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid TOML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid TOML ({first_line(exc)})") from None
     values.setdefault("scenario", path.stem)
     return values
 
 
-def _parse_value(text: str) -> Any:
-    """A TOML literal (`3`, `1e-3`, `true`, `[64, 64]`, `"x"`); anything else is taken as a bare string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def resolve_key(key: str) -> tuple[str, ...]:
-    """'lr' -> ('learner', 'lr'); 'merge.tau' -> ('merge', 'tau'); 'seed' -> ('seed',)."""
+def resolve_key(key: str, env_kwargs: Collection[str] = ()) -> tuple[str, ...]:
+    """'lr' -> ('learner', 'lr'); 'merge.tau' -> ('merge', 'tau'); 'seed' -> ('seed',); and a bare name among
+    `env_kwargs` (the keys of the scenario's `[env] kwargs`) -> ('env', 'kwargs', name)."""
     parts = tuple(key.split("."))
     top = {f.name for f in dataclasses.fields(RunConfig)} - set(SECTION_TYPES)
     if len(parts) == 1:
         if parts[0] in top:
             return parts
         owners = [s for s, cls in SECTION_TYPES.items() if parts[0] in {f.name for f in dataclasses.fields(cls)}]
-        if len(owners) == 1:
-            return (owners[0], parts[0])
-        if owners:
+        places = [(o, parts[0]) for o in owners] + ([("env", "kwargs", parts[0])] if parts[0] in env_kwargs else [])
+        if len(places) == 1:
+            return places[0]
+        if places:
             raise UserError(f"config: key {key!r} is ambiguous; use one of "
-                            f"{', '.join(f'{o}.{key}' for o in owners)}")
+                            f"{', '.join('.'.join(p) for p in places)}")
         raise UserError(f"config: unknown key {key!r}")
     if parts[0] not in SECTION_TYPES:
         raise UserError(f"config: unknown key {key!r}")
@@ -446,7 +370,8 @@ def resolve_key(key: str) -> tuple[str, ...]:
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
-    """Apply `key=value` strings to nested dicts (a copy). `env.kwargs.x=1` sets a kwarg of the env."""
+    """Apply `key=value` strings to nested dicts (a copy). `env.kwargs.x=1` sets a kwarg of the env; so does
+    a bare `x=1` when the env's kwargs already hold `x` and no section has a field `x`."""
     import copy
 
     out = copy.deepcopy(values)
@@ -454,13 +379,15 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise UserError(f"--set expects key=value, got {item!r}")
         key, text = item.split("=", 1)
-        path = resolve_key(key.strip())
+        env = out.get("env")
+        kwargs = env.get("kwargs") if isinstance(env, dict) else None
+        path = resolve_key(key.strip(), kwargs if isinstance(kwargs, dict) else ())
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"config: {key} is not a table")
-        node[path[-1]] = _parse_value(text.strip())
+        node[path[-1]] = parse_value(text.strip())
     return out
 
 

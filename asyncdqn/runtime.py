@@ -32,7 +32,7 @@ import torch
 from asyncdqn import checkpoint
 from asyncdqn.collect.local import LocalCollection
 from asyncdqn.config import RunConfig, to_toml
-from asyncdqn.environments import env_kwargs, make_env, spec_of
+from asyncdqn.envs.make import env_kwargs, make_env, spec_of
 from asyncdqn.errors import RunFailed, UserError, first_line
 from asyncdqn.evaluation import evaluate
 from asyncdqn.learner import Learner

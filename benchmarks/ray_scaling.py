@@ -99,8 +99,8 @@ def child_learner(spec: dict) -> dict:
     import torch._dynamo  # noqa: F401
 
     from asyncdqn import config
+    from asyncdqn.envs.make import env_kwargs, make_env, spec_of
     from asyncdqn.nets import input_scale_for
-    from asyncdqn.environments import env_kwargs, make_env, spec_of
     from asyncdqn.learner import Learner
     from asyncdqn.transitions import Batch
 

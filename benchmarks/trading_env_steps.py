@@ -20,8 +20,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from envs import ENV_ID, TradingEnv, load_ohlcv
-from envs.trading import OBS_CLIP, compute_features
+from asyncdqn.envs.trading import ENV_ID, TradingEnv, load_ohlcv
+from asyncdqn.envs.trading.env import OBS_CLIP, compute_features
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "GOOGL.csv"
 

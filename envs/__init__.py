@@ -1,36 +1,26 @@
-"""Environments fed by the actors; this package never imports asyncdqn (imports point one way).
+"""asyncdqn.envs: building the envs the actors step (`make`), and the envs that ship with asyncdqn.
 
-    envs.market_data (strict OHLCV loader) --> envs.trading (TradingEnv) --> asyncdqn actors / backtest
+Installed as `asyncdqn.envs` from the repo folder `envs/` (pyproject's `package-dir`):
 
-Importing the package registers "asyncdqn/Trading-v0" with gymnasium. Registration checks the registry
-first, so importing twice (or a re-import by a test runner) is harmless instead of a re-registration warning.
+    make.py     config -> gymnasium.Env for actors and evaluation (ids, `module:Env-v0` ids, factories)
+    games.py    MinAtar and Atari factories (`env.factory = "asyncdqn.envs.games:minatar"`)
+    trading/    daily OHLCV trading: market data, TradingEnv, its factory and config, backtest and its CLI
+
+The engine builds every env through `make.make_env` from `env.id` / `env.factory` and `env.kwargs`; it never
+names one of these envs. Importing this package registers "asyncdqn/Trading-v0" with gymnasium by entry
+point string, so nothing heavy (pandas) is imported until that id is made. Registration checks the
+registry first, so a re-import (a test runner's) is no re-registration warning.
 """
 
 import gymnasium
 
-from envs.market_data import DataError, DataOrderWarning, LoadedOHLCV, load_ohlcv, read_ohlcv
-from envs.trading import (
-    ENV_ID,
-    FEATURE_NAMES,
-    NormStats,
-    PolicyMismatchError,
-    TradingEnv,
-    check_policy_metadata,
-    env_kwargs_from_metadata,
-    make_env_for_policy,
-)
+TRADING_ENV_ID = "asyncdqn/Trading-v0"
 
 
 def register_envs() -> None:
-    """Register TradingEnv under ENV_ID unless it already is (idempotent)."""
-    if ENV_ID not in gymnasium.envs.registry:
-        gymnasium.register(id=ENV_ID, entry_point="envs.trading:TradingEnv")
+    """Register the shipped envs' gymnasium ids unless they already are (idempotent)."""
+    if TRADING_ENV_ID not in gymnasium.envs.registry:
+        gymnasium.register(id=TRADING_ENV_ID, entry_point="asyncdqn.envs.trading.env:TradingEnv")
 
 
 register_envs()
-
-__all__ = [
-    "ENV_ID", "FEATURE_NAMES", "DataError", "DataOrderWarning", "LoadedOHLCV", "NormStats", "PolicyMismatchError",
-    "TradingEnv", "check_policy_metadata", "env_kwargs_from_metadata", "load_ohlcv", "make_env_for_policy",
-    "read_ohlcv", "register_envs",
-]

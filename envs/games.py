@@ -1,10 +1,10 @@
 """Game environments: MinAtar grids and Atari 2600 frames, shaped for the conv Q-nets (asyncdqn.convnets).
 
-Place in the flow: env factories for the config's `env.factory`, called by asyncdqn.environments.make_env
+Place in the flow: env factories for the config's `env.factory`, called by asyncdqn.envs.make.make_env
 for the actors (training copies) and for evaluation; nothing here trains or acts.
 
     [env]
-    factory = "envs.games:minatar"        # or "envs.games:atari"
+    factory = "asyncdqn.envs.games:minatar"        # or "asyncdqn.envs.games:atari"
     kwargs = { game = "breakout" }
     eval_kwargs = { evaluation = true }   # Atari: raw rewards and full games for evaluation
 
@@ -13,8 +13,8 @@ replay memory float32 would take; observation_space.high is 1, so the conv net's
 (4, 84, 84) frames 0..255 (high 255, input scale 1/255): see `asyncdqn.convnets.input_scale_for`.
 
 minatar, ale_py and cv2 are imported inside the factories, so the default install (without the `games` extra)
-imports this module fine and fails only when a game is asked for, with a one-line UserError. This is the one
-module of `envs` that imports asyncdqn: only `asyncdqn.errors`, which imports nothing, so no cycle arises.
+imports this module fine and fails only when a game is asked for, with a one-line UserError. Of the engine it
+imports only `asyncdqn.errors`, which imports nothing, so no cycle arises.
 
 Legend: C channels, H, W grid or frame size.
 """
@@ -28,7 +28,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from asyncdqn.errors import UserError
+from asyncdqn.errors import UserError, first_line
 
 MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 INSTALL_HINT = "pip install -e '.[games]'"
@@ -39,7 +39,7 @@ def _import_games_module(name: str, what: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        raise UserError(f"{what} needs the games extra ({name} is not installed: {str(exc).splitlines()[0]}); "
+        raise UserError(f"{what} needs the games extra ({name} is not installed: {first_line(exc)}); "
                         f"run: {INSTALL_HINT}") from None
 
 

@@ -1,4 +1,4 @@
-"""Test helpers for the trading stage (envs.market_data, envs.trading, asyncdqn.backtest).
+"""Test helpers for the trading stage (asyncdqn.envs.trading: market_data, env, backtest).
 
 Not a conftest.py (that file belongs to the engine's tests); test modules import it by name, which works
 because pytest puts this folder on sys.path for rootdir-style test files without __init__.py.

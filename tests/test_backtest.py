@@ -1,18 +1,22 @@
-"""Backtest (asyncdqn.backtest): metrics against hand arithmetic, Sharpe of random policies, report files."""
+"""Backtest (asyncdqn.envs.trading.backtest and .report): metrics against hand arithmetic, Sharpe of random
+policies, report files."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
 from conftest_trading import GOOGL_CSV, make_ohlcv
 from rich.console import Console
 
-from asyncdqn import backtest as bt
-from envs import PolicyMismatchError, TradingEnv
+from asyncdqn.envs.trading import PolicyMismatchError, TradingEnv
+from asyncdqn.envs.trading import backtest as bt
+from asyncdqn.envs.trading import report as rp
 
 # A 5-mark equity series: returns +10%, -10%, +10%, 0%.
 EQUITY = np.array([1.0, 1.1, 0.99, 1.089, 1.089])
@@ -127,7 +131,7 @@ def test_long_policy_equals_its_benchmark_and_flat_gives_nulls(tmp_path):
     assert long.start == "2017-01-03" and long.end == "2017-12-29"
     flat = bt.run_backtest(kwargs, bt.reference_policy("flat", (-1, 0, 1)), policy_name="flat")
     assert (flat.strategy.equity_N1 == 1.0).all() and flat.strategy_metrics.trades == 0
-    paths = bt.write_report(flat, tmp_path)
+    paths = rp.write_report(flat, tmp_path)
     report = json.loads(paths.report_json.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
     assert report["strategy"]["sharpe"] is None and report["strategy"]["calmar"] is None
     assert report["benchmark"]["trades"] == 1
@@ -136,7 +140,7 @@ def test_long_policy_equals_its_benchmark_and_flat_gives_nulls(tmp_path):
 def test_report_files(tmp_path):
     kwargs = {"data": str(GOOGL_CSV), "start": "2016-01-01", "window": 8, "cost_bps": 10.0}
     result = bt.run_backtest(kwargs, bt.reference_policy("random", (-1, 0, 1), seed=1), policy_name="random")
-    paths = bt.write_report(result, tmp_path / "out")
+    paths = rp.write_report(result, tmp_path / "out")
     report = json.loads(paths.report_json.read_text())
     assert set(report) >= {"strategy", "benchmark", "periods_per_year", "risk_free", "fill", "cost_bps", "start",
                            "end", "policy"}
@@ -158,7 +162,7 @@ def test_report_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["equity.csv", "equity.png", "report.json",
                                                                      "trades.csv"]  # no temp files left
     console = Console(width=100, record=True)
-    console.print(bt.metrics_table(result))
+    console.print(rp.metrics_table(result))
     text = console.export_text()
     assert "sharpe" in text and "buy & hold" in text and "random" in text
 
@@ -182,3 +186,22 @@ def test_ruined_strategy_is_padded_flat_to_the_benchmark_dates():
     assert len(result.strategy.equity_N1) == len(result.benchmark.equity_N1)
     assert result.strategy.equity_N1[-1] == pytest.approx(1e-8 * result.strategy.equity_N1[-11], rel=1e-9)
     assert result.strategy_metrics.total_return == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_every_report_file_is_fsynced_before_its_rename_and_readable_by_others(tmp_path, monkeypatch):
+    """The report goes through the engine's one atomic write (checkpoint.atomic_write_bytes: temp file,
+    fsync, rename), so a crash leaves the old report or the new one, never a torn file."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    result = bt.run_backtest({"data": make_ohlcv(80, seed=4), "window": 4}, bt.reference_policy("long", (-1, 0, 1)),
+                             policy_name="long")
+    paths = rp.write_report(result, tmp_path / "out")
+    for path in paths:
+        assert any(name.startswith(f".{path.name}.") and name.endswith(".tmp") for name in synced), path.name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644  # reports are meant to be shared (mkstemp makes 0600)

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from asyncdqn import checkpoint, config, runtime
 from asyncdqn.cli import main
 from asyncdqn.nets import EnsembleQNet
-from envs.market_data import DataError, DataOrderWarning, read_ohlcv
+from asyncdqn.envs.trading.market_data import DataError, DataOrderWarning, read_ohlcv
 
 
 
@@ -148,7 +148,7 @@ DATE_FORMATS = st.one_of(st.none(), st.none(), st.sampled_from(
 
 
 def assert_valid_frame(frame: pd.DataFrame) -> None:
-    """What a returned frame promises (envs.market_data docstring)."""
+    """What a returned frame promises (asyncdqn.envs.trading.market_data docstring)."""
     assert isinstance(frame.index, pd.DatetimeIndex) and frame.index.name == "date" and frame.index.tz is None
     assert frame.index.is_monotonic_increasing and frame.index.is_unique and len(frame) >= 1
     assert {"open", "high", "low", "close", "volume"} <= set(frame.columns)
@@ -483,7 +483,7 @@ def test_checkpoints_with_wrong_fields_evaluate_or_fail_with_one_line(tmp_path, 
 
 def trading_payload(data_csv: Path) -> dict:
     """A backtestable checkpoint: an untrained 2-net policy and the metadata of a window-8 env on `data_csv`."""
-    from envs.trading import TradingEnv
+    from asyncdqn.envs.trading import TradingEnv
 
     env = TradingEnv(str(data_csv), window=8)
     net = EnsembleQNet(2, env.obs_dim, len(env.positions), (8,)).reset_parameters(0)

@@ -1,4 +1,4 @@
-"""Game envs (envs.games): MinAtar and Atari shapes, dtypes and channel order, the training-only Atari
+"""Game envs (asyncdqn.envs.games): MinAtar and Atari shapes, dtypes and channel order, the training-only Atari
 wrappers (absent in evaluation), the game scenarios, and the one-line error when the games extra is missing.
 
 Tests that need the extra (`pip install -e '.[games]'`) skip without it, so the default suite passes.
@@ -17,11 +17,11 @@ import torch
 
 from asyncdqn import config
 from asyncdqn.config import EnvConfig
+from asyncdqn.envs.make import env_kwargs, make_env, spec_of
 from asyncdqn.nets import EnsembleConvQNet, input_scale_for, make_qnet
-from asyncdqn.environments import env_kwargs, make_env, spec_of
 from asyncdqn.errors import UserError
-from envs import games
-from envs.games import LifeLossTerminal
+from asyncdqn.envs import games
+from asyncdqn.envs.games import LifeLossTerminal
 
 if importlib.util.find_spec("minatar") is not None:
     # minatar imports matplotlib, seaborn and scipy (~2 s): pay that at collection, not inside one test.
@@ -64,9 +64,9 @@ def find(env: gym.Env, cls: type) -> gym.Env | None:
 
 
 @pytest.mark.parametrize(("factory", "kwargs", "module"), [
-    ("envs.games:minatar", {"game": "breakout"}, "minatar.gym"),
-    ("envs.games:atari", {"game": "pong"}, "ale_py"),
-    ("envs.games:atari", {"game": "pong"}, "cv2"),
+    ("asyncdqn.envs.games:minatar", {"game": "breakout"}, "minatar.gym"),
+    ("asyncdqn.envs.games:atari", {"game": "pong"}, "ale_py"),
+    ("asyncdqn.envs.games:atari", {"game": "pong"}, "cv2"),
 ])
 def test_missing_games_extra_is_a_one_line_user_error(monkeypatch, factory, kwargs, module):
     if module == "cv2":
@@ -91,7 +91,7 @@ def test_game_scenarios_load_and_validate(name):
     if name == "acrobot":
         assert cfg.env.id == "Acrobot-v1" and not cfg.env.factory
     else:
-        assert cfg.env.factory.startswith("envs.games:")
+        assert cfg.env.factory.startswith("asyncdqn.envs.games:")
         assert env_kwargs(cfg, evaluation=True)["evaluation"] is True
         assert "evaluation" not in env_kwargs(cfg, evaluation=False)
 

@@ -1,4 +1,4 @@
-"""Strict OHLCV loader (envs.market_data): every rejection, aliases, ordering, dates, dropna, no filling."""
+"""Strict OHLCV loader (asyncdqn.envs.trading.market_data): every rejection, aliases, ordering, dates, dropna, no filling."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest_trading import GOOGL_CSV, REPO, make_ohlcv, write_csv
 
-from envs.market_data import DataError, DataOrderWarning, infer_date_format, load_ohlcv, read_ohlcv
+from asyncdqn.envs.trading.market_data import DataError, DataOrderWarning, infer_date_format, load_ohlcv, read_ohlcv
 
 BAD = Path(__file__).resolve().parent / "bad_csvs"
 HEADER = "Date,Open,High,Low,Close,Volume\n"

@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray")
 
 from asyncdqn import checkpoint, config, runtime  # noqa: E402
 from asyncdqn.cli import main  # noqa: E402
-from asyncdqn.environments import env_kwargs, make_env, spec_of  # noqa: E402
+from asyncdqn.envs.make import env_kwargs, make_env, spec_of  # noqa: E402
 from asyncdqn.errors import UserError  # noqa: E402
 from asyncdqn.learner import Learner  # noqa: E402
 from asyncdqn.metrics import read_records  # noqa: E402

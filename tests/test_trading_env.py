@@ -1,4 +1,4 @@
-"""TradingEnv (envs.trading): equity against a naive loop, buy-and-hold, no look-ahead, norm ranges, check_env."""
+"""TradingEnv (asyncdqn.envs.trading): equity against a naive loop, buy-and-hold, no look-ahead, norm ranges, check_env."""
 
 from __future__ import annotations
 
@@ -14,11 +14,18 @@ import torch
 from conftest_trading import GOOGL_CSV, make_ohlcv
 from gymnasium.utils.env_checker import check_env
 
-import envs
-import envs.trading as trading
-from envs import ENV_ID, PolicyMismatchError, TradingEnv, make_env_for_policy
-from envs.market_data import DataError, load_ohlcv
-from envs.trading import FEATURE_WARMUP, RUIN_FLOOR, compute_features, scenario_kwargs
+import asyncdqn.envs as envs
+import asyncdqn.envs.trading.env as trading
+from asyncdqn.envs.trading import (
+    ENV_ID,
+    PolicyMismatchError,
+    TradingEnv,
+    check_policy_metadata,
+    make_env_for_policy,
+    scenario_kwargs,
+)
+from asyncdqn.envs.trading.env import FEATURE_WARMUP, RUIN_FLOOR, compute_features
+from asyncdqn.envs.trading.market_data import DataError, load_ohlcv
 
 
 def run_episode(env: TradingEnv, choose, seed: int | None = 0):
@@ -273,7 +280,7 @@ def test_policy_mismatch_is_one_clear_line():
     metadata = TradingEnv(frame, window=8).policy_metadata()
     other = TradingEnv(frame, window=4)
     with pytest.raises(PolicyMismatchError, match=r"^<DataFrame>: does not match the policy: window is 4 here but 8"):
-        envs.check_policy_metadata(metadata, other)
+        check_policy_metadata(metadata, other)
     with pytest.raises(PolicyMismatchError, match="feature_names is"):
         make_env_for_policy({**metadata, "feature_names": ["a"] * 8}, frame)
     with pytest.raises(DataError, match="policy metadata lacks norm_mean, norm_std"):

@@ -44,7 +44,7 @@ import torch
 from asyncdqn.collect.protocol import EpisodeHook
 from asyncdqn.collect.workers import EnvWorkerPool, TooManyRestarts
 from asyncdqn.config import RunConfig
-from asyncdqn.environments import EnvSpec, FaultInjector, make_env
+from asyncdqn.envs.make import EnvSpec, FaultInjector, make_env
 from asyncdqn.errors import RunFailed
 from asyncdqn.nets import EnsembleQNet, numpy_forward
 from asyncdqn.schedule import StepGate

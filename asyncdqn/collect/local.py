@@ -23,7 +23,7 @@ from asyncdqn.collect.actor import EnvFaults, InferenceBatcher, make_actor
 from asyncdqn.collect.protocol import EpisodeHook, ReplaySink
 from asyncdqn.collect.workers import EnvWorkerPool, WorkerDeath
 from asyncdqn.config import RunConfig
-from asyncdqn.environments import EnvSpec, worker_env
+from asyncdqn.envs.make import EnvSpec, worker_env
 from asyncdqn.nets import EnsembleQNet
 from asyncdqn.schedule import StepGate, epsilon_schedule
 from asyncdqn.transitions import Chunk

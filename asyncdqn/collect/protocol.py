@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from asyncdqn.config import RunConfig
-from asyncdqn.environments import EnvSpec
+from asyncdqn.envs.make import EnvSpec
 from asyncdqn.nets import EnsembleQNet
 from asyncdqn.schedule import StepGate
 from asyncdqn.transitions import Chunk

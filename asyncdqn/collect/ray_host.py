@@ -29,7 +29,7 @@ import torch
 
 from asyncdqn.collect.actor import EnvFaults, InferenceBatcher, make_actor
 from asyncdqn.config import RunConfig
-from asyncdqn.environments import EnvSpec, env_kwargs
+from asyncdqn.envs.make import EnvSpec, env_kwargs
 from asyncdqn.errors import RunFailed
 from asyncdqn.nets import EnsembleQNet
 from asyncdqn.schedule import StepGate, epsilon_ladder, epsilon_schedule

@@ -40,7 +40,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from asyncdqn.collect.protocol import EpisodeHook, ReplaySink
 from asyncdqn.collect.ray_host import PULL_WAIT_S, Delivery, RemoteHost, host_groups
 from asyncdqn.config import BackendConfig, RunConfig
-from asyncdqn.environments import EnvSpec
+from asyncdqn.envs.make import EnvSpec
 from asyncdqn.errors import RunFailed, UserError, first_line
 from asyncdqn.nets import EnsembleQNet
 from asyncdqn.schedule import StepGate

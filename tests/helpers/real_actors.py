@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from asyncdqn.collect.local import LocalCollection
-from asyncdqn.environments import env_kwargs, make_env, spec_of
+from asyncdqn.envs.make import env_kwargs, make_env, spec_of
 from asyncdqn.nets import EnsembleQNet
 from asyncdqn.schedule import StepGate, epsilon_ladder
 from asyncdqn.transitions import Chunk

@@ -1,6 +1,9 @@
 """Making environments from the config: gymnasium ids, third-party `module:Env-v0` ids, factories.
 
 Place in the flow: feeds actors and evaluation. Any failure to build an env is a UserError (one line).
+Every env comes through the same door: `env.factory(**kwargs)` or `gymnasium.make(env.id, **kwargs)`, with
+`env.kwargs` (plus `env.eval_kwargs` for evaluation copies). Nothing here knows a particular env; the ids of
+the envs shipped in this package are registered by importing it (asyncdqn/envs/__init__.py).
 """
 
 from __future__ import annotations
@@ -13,9 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from asyncdqn.config import EnvConfig, RunConfig
-from asyncdqn.errors import UserError
-
-TRADING_ID = "asyncdqn/Trading-v0"
+from asyncdqn.errors import UserError, first_line
 
 
 class EnvSpec(NamedTuple):
@@ -41,15 +42,8 @@ def _factory(path: str) -> Callable[..., gym.Env]:
 
 
 def env_kwargs(config: RunConfig, evaluation: bool) -> dict:
-    """kwargs for the env: the config's, with eval overrides, and the trading section for the trading env."""
-    kwargs = dict(config.env.kwargs)
-    if config.env.id == TRADING_ID and not config.env.factory:
-        from envs.trading import scenario_kwargs  # the trading env owns its train/test split rules
-
-        kwargs.update(scenario_kwargs(config.trading, evaluation=evaluation))
-    if evaluation:
-        kwargs.update(config.env.eval_kwargs)
-    return kwargs
+    """kwargs for the env: `env.kwargs`, overridden by `env.eval_kwargs` for the evaluation copies."""
+    return {**config.env.kwargs, **(config.env.eval_kwargs if evaluation else {})}
 
 
 def make_env(env_cfg: EnvConfig, kwargs: dict) -> gym.Env:
@@ -58,19 +52,16 @@ def make_env(env_cfg: EnvConfig, kwargs: dict) -> gym.Env:
         if env_cfg.factory:
             env = _factory(env_cfg.factory)(**kwargs)
         else:
-            if env_cfg.id.startswith("asyncdqn/"):
-                import envs  # noqa: F401  registers asyncdqn/Trading-v0
             env = gym.make(env_cfg.id, **kwargs)
     except UserError:
         raise
     except gym.error.Error as exc:
-        raise UserError(f"unknown or unusable env {env_cfg.id!r}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"unknown or unusable env {env_cfg.id!r}: {first_line(exc, 400)}") from None
     except (ImportError, ModuleNotFoundError) as exc:
         raise UserError(f"env {env_cfg.factory or env_cfg.id!r}: cannot import its module ({exc})") from None
     except (TypeError, ValueError, FileNotFoundError) as exc:
         name = env_cfg.factory or env_cfg.id
-        raise UserError(f"env {name!r} could not be built: {str(exc).splitlines()[0] if str(exc) else exc!r}") \
-            from None
+        raise UserError(f"env {name!r} could not be built: {first_line(exc, 400)}") from None
     if not isinstance(env, gym.Env):
         raise UserError(f"env factory {env_cfg.factory!r} returned {type(env).__name__}, not a gymnasium.Env")
     return env

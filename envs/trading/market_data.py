@@ -1,12 +1,13 @@
 """Strict OHLCV loader: the first stage of the trading data flow.
 
-    CSV file or DataFrame --load_ohlcv--> validated OHLCV frame --> envs.trading.TradingEnv
-    (features, fills, rewards) --> asyncdqn.backtest (metrics, report)
+    CSV file or DataFrame --read_ohlcv--> validated OHLCV frame --> env.TradingEnv (features, fills,
+    rewards) --> backtest (metrics, report)
 
 Everything the environment and the backtest compute is only as good as this frame, so the loader
 refuses to guess. Each rejection raises `DataError`, whose message is ONE line naming the file, the
 1-based data row (header excluded, blank lines not counted) with its physical line number, and the
-reason, e.g. ``data/GOOGL.csv row 17 (line 18): high 10.5 < low 11.0``. The CLI prints it and exits 2.
+reason, e.g. ``prices.csv row 17 (line 18): high 10.5 < low 11.0``. It is a UserError (and a ValueError),
+so the CLI prints it as one line and exits 2. The CSVs shipped as package data are found by `shipped_csv`.
 
 What is rejected, and why (the pitfalls listed in the "Trading" issue):
 - a missing file, a directory, an empty file, a header with no rows, bytes that are not UTF-8 text
@@ -42,11 +43,16 @@ import csv
 import io
 import re
 import warnings
+from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+
+from asyncdqn.envs.trading.dates import (  # noqa: F401 (infer_date_format: part of the loader's API)
+    infer_date_format, strictly_monotonic, swapped_format, to_datetimes)
+from asyncdqn.errors import UserError, first_line
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 REQUIRED_COLUMNS = ("date", *PRICE_COLUMNS, "volume")
@@ -61,7 +67,7 @@ MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "#n/a", "null", "none"})
 _MAX_SHOWN = 40  # characters of a bad cell quoted in a message
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A rejected input; str() is one line: ``<file>[ row R (line L)]: <reason>``."""
 
     def __init__(self, source: str, reason: str, *, row: int | None = None, line: int | None = None):
@@ -72,6 +78,12 @@ class DataError(ValueError):
             where += f" line {line}"
         super().__init__(f"{where}: {reason}".replace("\r", " ").replace("\n", " "))
         self.source, self.reason, self.row, self.line = source, reason, row, line
+
+
+def shipped_csv(name: str) -> Path:
+    """A CSV shipped with asyncdqn (the repo's data/ folder, installed as the package `asyncdqn.data`).
+    A wheel installs as plain files, so the resource is a real path (no temporary copy is needed)."""
+    return Path(str(resources.files("asyncdqn.data").joinpath(name)))
 
 
 class DataOrderWarning(UserWarning):
@@ -202,70 +214,6 @@ def _table_from_frame(frame: pd.DataFrame) -> _Table:
 
 # ------------------------------------------------------------------------------------------ dates
 
-_DMY = re.compile(r"^(\d{1,2})([/.\-])(\d{1,2})\2(\d{4})(?:[ T](\d{1,2}):(\d{2})(:\d{2})?)?$")
-
-
-def infer_date_format(first: str, dayfirst: bool) -> str | None:
-    """The strptime format (or "ISO8601", "epoch_s", "epoch_ms") for a file whose first date is `first`."""
-    if re.fullmatch(r"\d{4}-\d{1,2}-\d{1,2}(?:[ T].*)?", first):
-        return "ISO8601"
-    if re.fullmatch(r"\d{4}/\d{1,2}/\d{1,2}", first):
-        return "%Y/%m/%d"
-    if re.fullmatch(r"\d{8}", first):
-        return "%Y%m%d"
-    if re.fullmatch(r"\d{9,10}", first):
-        return "epoch_s"
-    if re.fullmatch(r"\d{12,13}", first):
-        return "epoch_ms"
-    match = _DMY.fullmatch(first)
-    if match is None:
-        return None
-    sep = match.group(2)
-    fmt = f"%d{sep}%m{sep}%Y" if dayfirst else f"%m{sep}%d{sep}%Y"
-    if match.group(5) is not None:
-        fmt += " %H:%M" + (":%S" if match.group(7) else "")
-    return fmt
-
-
-def _to_datetimes(values: np.ndarray, fmt: str) -> tuple[np.ndarray, np.ndarray]:
-    """Parse strings with one format; unparseable -> NaT. Returns tz-naive datetime64[ns] and a mask of the
-    dates that parsed but lie outside datetime64[ns] (1677-09-21..2262-04-11), which are NaT too."""
-    if fmt in ("epoch_s", "epoch_ms"):
-        numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
-        stamps = pd.DatetimeIndex(pd.to_datetime(numbers, unit="s" if fmt == "epoch_s" else "ms", errors="coerce"))
-    else:
-        # every value, not a sample: one zoned stamp among naive ones makes pandas refuse the whole column
-        aware = any(re.search(r"(Z|[+\-]\d{2}:?\d{2})$", v) for v in values if v)
-        stamps = pd.DatetimeIndex(pd.to_datetime(values, format=fmt, errors="coerce", utc=aware))
-        if stamps.tz is not None:
-            stamps = stamps.tz_convert("UTC").tz_localize(None)
-    try:  # pandas >= 3 parses strings at microsecond resolution, so years like 9999 or -1 get this far
-        return stamps.as_unit("ns").to_numpy(), np.zeros(len(stamps), dtype=bool)
-    except pd.errors.OutOfBoundsDatetime:
-        pass
-    dates = np.full(len(stamps), np.datetime64("NaT", "ns"))
-    far = np.zeros(len(stamps), dtype=bool)
-    for i, stamp in enumerate(stamps):
-        if stamp is pd.NaT:
-            continue
-        try:
-            dates[i] = stamp.as_unit("ns").to_datetime64()
-        except pd.errors.OutOfBoundsDatetime:
-            far[i] = True
-    return dates, far
-
-
-def _swapped(fmt: str) -> str | None:
-    if "%d" not in fmt or "%m" not in fmt:
-        return None
-    return fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
-
-
-def _strictly_monotonic(dates: np.ndarray) -> bool:
-    steps = np.diff(dates.astype(np.int64))
-    return bool(np.all(steps > 0) or np.all(steps < 0))
-
-
 def _parse_dates(table: _Table, date_format: str | None, dayfirst: bool) -> tuple[np.ndarray, np.ndarray]:
     """(datetime64[ns] dates, missing mask). Unparseable non-empty dates raise."""
     raw = table.cells["date"]
@@ -282,23 +230,23 @@ def _parse_dates(table: _Table, date_format: str | None, dayfirst: bool) -> tupl
                                        "pass --date-format (strftime codes, e.g. '%b %d, %Y')")
     dates = np.full(len(text), np.datetime64("NaT", "ns"))
     try:
-        dates[present], far = _to_datetimes(text[present], fmt)
+        dates[present], far = to_datetimes(text[present], fmt)
     except (ValueError, re.error) as exc:  # a bad --date-format ('%Q'), or zones pandas cannot reconcile
-        raise DataError(table.source, f"cannot read the dates with format {fmt!r} ({str(exc).splitlines()[0]})") \
+        raise DataError(table.source, f"cannot read the dates with format {fmt!r} ({first_line(exc)})") \
             from None
     bad = present[np.isnat(dates[present])]
     if bad.size and far[np.searchsorted(present, bad[0])]:
         raise _fail(table, bad[0], f"date {_show(text[bad[0]])} is outside the supported range "
                                    f"{pd.Timestamp.min:%Y-%m-%d}..{pd.Timestamp.max:%Y-%m-%d}")
     if bad.size:
-        hint = "; if the file is day-first pass --dayfirst, or give --date-format" if _swapped(fmt) else \
+        hint = "; if the file is day-first pass --dayfirst, or give --date-format" if swapped_format(fmt) else \
             "; give the format with --date-format"
         raise _fail(table, bad[0], f"cannot parse date {_show(text[bad[0]])} as {fmt!r}{hint}")
     # A day/month swap shows up as dates out of order that the other reading puts in order.
-    swapped = _swapped(fmt)
-    if swapped and present.size > 2 and not _strictly_monotonic(dates[present]):
-        other, _ = _to_datetimes(text[present], swapped)
-        if not np.isnat(other).any() and _strictly_monotonic(other):
+    swapped = swapped_format(fmt)
+    if swapped and present.size > 2 and not strictly_monotonic(dates[present]):
+        other, _ = to_datetimes(text[present], swapped)
+        if not np.isnat(other).any() and strictly_monotonic(other):
             raise DataError(table.source, f"dates are out of order read as {fmt!r} but in order read as "
                                           f"{swapped!r} (day/month swapped?); pass --dayfirst or --date-format")
     return dates, missing

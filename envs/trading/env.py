@@ -1,7 +1,7 @@
 """Trading environment: the second stage of the trading data flow.
 
-    envs.market_data.load_ohlcv --> TradingEnv (causal features, normalisation, fills, costs, reward)
-    --> actors (training: random windows) / asyncdqn.backtest (evaluation: one walk of the whole range)
+    market_data.read_ohlcv --> TradingEnv (causal features, normalisation, fills, costs, reward)
+    --> actors (training: random windows, built by config.make) / backtest (one walk of the whole range)
 
 Array legend: suffix _T = one value per bar of the loaded data (T bars); _TF = bars x features.
 
@@ -38,7 +38,7 @@ after that many steps.
 Normalisation. Feature mean/std are fitted on the bars in [norm_start, norm_end] only. With neither
 given that is this env's own [start, end]; with one given, the other defaults to the edge of the data
 (norm_end="2016-12-31" alone = everything up to 2016-12-31). The evaluation env gets the TRAINING range
-(scenario_kwargs does this) or the `norm_stats` saved in the checkpoint, so statistics never see test data.
+(config.scenario_kwargs does this) or the `norm_stats` saved in the checkpoint, so statistics never see test data.
 Normalised features are clipped to +-OBS_CLIP so a single news day (GOOGL 2015-07-17: +16%) cannot
 dominate the input scale.
 
@@ -53,7 +53,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -61,10 +60,10 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from envs.market_data import DataError, read_ohlcv
+from asyncdqn.envs import TRADING_ENV_ID as ENV_ID
+from asyncdqn.envs.trading.market_data import DataError, read_ohlcv, shipped_csv
 
-ENV_ID = "asyncdqn/Trading-v0"
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "GOOGL.csv"
+DEFAULT_DATA = shipped_csv("GOOGL.csv")  # what `data` None or "" means
 FEATURE_NAMES = ("ret_open", "ret_high", "ret_low", "ret_close", "dlog_volume", "sma10_gap", "vol10", "rsi14")
 FEATURE_WARMUP = 14  # first bar index at which every feature is defined (rsi14 needs 14 close changes)
 OBS_CLIP = 10.0
@@ -76,10 +75,6 @@ METADATA_VERSION = 1
 class NormStats(NamedTuple):
     mean: np.ndarray  # [F] float64
     std: np.ndarray  # [F] float64, > 0
-
-
-class PolicyMismatchError(DataError):
-    """The data/env a policy is applied to does not produce the observations it was trained on."""
 
 
 def compute_features(open_T: np.ndarray, high_T: np.ndarray, low_T: np.ndarray, close_T: np.ndarray,
@@ -122,7 +117,7 @@ def fit_norm_stats(features_TF: np.ndarray) -> NormStats:
     return NormStats(mean, np.where(std > 1e-12, std, 1.0))
 
 
-def _bound_index(dates_T: np.ndarray, value: str | None, *, is_end: bool) -> int:
+def bar_index(dates_T: np.ndarray, value: str | None, *, is_end: bool) -> int:
     """Index of the first bar >= start, or of the last bar <= end (inclusive, whole day if date-only)."""
     if value is None:
         return len(dates_T) - 1 if is_end else 0
@@ -157,6 +152,39 @@ class TradingEnv(gym.Env):
                  norm_stats: NormStats | Mapping[str, Sequence[float]] | None = None,
                  date_format: str | None = None, dayfirst: bool = False, dropna: bool = False,
                  render_mode: str | None = None):
+        """`data`: a CSV path or a DataFrame (None or "" = the shipped GOOGL.csv); start/end/norm_start/norm_end:
+        dates (text or datetime.date) as in the module docstring. Everything step() needs is computed here."""
+        self._set_rules(positions, window, fill, episode_length, cost_bps, render_mode)
+        loaded = read_ohlcv(DEFAULT_DATA if data is None or (isinstance(data, str) and not data) else data,
+                            date_format=date_format, dayfirst=dayfirst, dropna=dropna)
+        self.data_source = loaded.source
+        frame = loaded.frame
+        dates_T = frame.index.to_numpy(dtype="datetime64[ns]")
+        open_T, high_T, low_T, close_T, volume_T = (frame[c].to_numpy(dtype=np.float64)
+                                                    for c in ("open", "high", "low", "close", "volume"))
+
+        # Decision bars: t in [first_bar, last_bar); each step moves t -> t+1.
+        self._first_bar = max(bar_index(dates_T, start, is_end=False), FEATURE_WARMUP + self.window - 1)
+        self._last_bar = bar_index(dates_T, end, is_end=True)
+        if self._last_bar - self._first_bar < 1:
+            raise DataError(self.data_source, f"range {start or 'first bar'}..{end or 'last bar'} leaves no "
+                                              f"decision step; a decision needs {FEATURE_WARMUP + self.window} "
+                                              f"earlier bars (feature warm-up {FEATURE_WARMUP} + window "
+                                              f"{self.window}) and one after")
+
+        features_TF = compute_features(open_T, high_T, low_T, close_T, volume_T)
+        self._fit_norm(features_TF, dates_T, (start, end), (norm_start, norm_end), norm_stats)
+        z_TF = np.clip((features_TF - self.norm.mean) / self.norm.std, -OBS_CLIP, OBS_CLIP)
+        self._z_TF = np.ascontiguousarray(np.nan_to_num(z_TF, nan=0.0), dtype=np.float32)  # NaN rows never observed
+        self._dates = _date_strings(dates_T)
+        self._set_fills(open_T, close_T)
+        self._set_spaces()
+        self._t = self._first_bar
+        self._position, self._equity, self._held, self._steps, self._done = 0.0, 1.0, 0, 0, True
+
+    def _set_rules(self, positions: Sequence[float], window: int, fill: str, episode_length: int | None,
+                   cost_bps: float, render_mode: str | None) -> None:
+        """Check and keep the trading rules (ValueError naming the argument)."""
         self.positions = tuple(float(p) for p in positions)
         if not self.positions or len(set(self.positions)) != len(self.positions) or \
                 not all(math.isfinite(p) for p in self.positions):
@@ -177,46 +205,28 @@ class TradingEnv(gym.Env):
         self.window, self.fill, self.cost_bps = int(window), fill, float(cost_bps)
         self.episode_length = None if episode_length is None else int(episode_length)
 
-        loaded = read_ohlcv(DEFAULT_DATA if data is None or (isinstance(data, str) and not data) else data,
-                            date_format=date_format, dayfirst=dayfirst, dropna=dropna)
-        self.data_source = loaded.source
-        frame = loaded.frame
-        dates_T = frame.index.to_numpy(dtype="datetime64[ns]")
-        open_T, high_T, low_T, close_T, volume_T = (frame[c].to_numpy(dtype=np.float64)
-                                                    for c in ("open", "high", "low", "close", "volume"))
-
-        # Decision bars: t in [first_bar, last_bar); each step moves t -> t+1.
-        self._first_bar = max(_bound_index(dates_T, start, is_end=False), FEATURE_WARMUP + self.window - 1)
-        self._last_bar = _bound_index(dates_T, end, is_end=True)
-        if self._last_bar - self._first_bar < 1:
-            raise DataError(self.data_source, f"range {start or 'first bar'}..{end or 'last bar'} leaves no "
-                                              f"decision step; a decision needs {FEATURE_WARMUP + self.window} "
-                                              f"earlier bars (feature warm-up {FEATURE_WARMUP} + window "
-                                              f"{self.window}) and one after")
-
-        features_TF = compute_features(open_T, high_T, low_T, close_T, volume_T)
+    def _fit_norm(self, features_TF: np.ndarray, dates_T: np.ndarray, own: tuple, asked: tuple,
+                  norm_stats: NormStats | Mapping[str, Sequence[float]] | None) -> None:
+        """self.norm and self.norm_range: given stats, or fitted on the asked range (own range if none asked)."""
         if norm_stats is not None:
             self.norm = _as_norm_stats(norm_stats)
             self.norm_range: tuple[str | None, str | None] = (None, None)  # fitted elsewhere (a checkpoint)
-        else:
-            own = norm_start is None and norm_end is None
-            lo = max(_bound_index(dates_T, start if own else norm_start, is_end=False), FEATURE_WARMUP)
-            hi = _bound_index(dates_T, end if own else norm_end, is_end=True)
-            if hi - lo + 1 < 2:
-                asked = (start, end) if own else (norm_start, norm_end)
-                raise DataError(self.data_source, f"normalisation range {asked[0] or 'first bar'}.."
-                                                  f"{asked[1] or 'last bar'} holds {max(hi - lo + 1, 0)} bars with "
-                                                  "features; need at least 2")
-            self.norm = fit_norm_stats(features_TF[lo:hi + 1])
-            self.norm_range = (_date_str(dates_T[lo]), _date_str(dates_T[hi]))
-        z_TF = np.clip((features_TF - self.norm.mean) / self.norm.std, -OBS_CLIP, OBS_CLIP)
-        self._z_TF = np.ascontiguousarray(np.nan_to_num(z_TF, nan=0.0), dtype=np.float32)  # NaN rows never observed
+            return
+        lo_date, hi_date = own if asked == (None, None) else asked
+        lo = max(bar_index(dates_T, lo_date, is_end=False), FEATURE_WARMUP)
+        hi = bar_index(dates_T, hi_date, is_end=True)
+        if hi - lo + 1 < 2:
+            raise DataError(self.data_source, f"normalisation range {lo_date or 'first bar'}..{hi_date or 'last bar'} "
+                                              f"holds {max(hi - lo + 1, 0)} bars with features; need at least 2")
+        self.norm = fit_norm_stats(features_TF[lo:hi + 1])
+        self.norm_range = (date_text(dates_T[lo]), date_text(dates_T[hi]))
 
-        # Per-step price ratios as Python floats: scalar float math is faster than numpy scalars in step().
+    def _set_fills(self, open_T: np.ndarray, close_T: np.ndarray) -> None:
+        """Per-step price ratios as Python floats: scalar float math is faster than numpy scalars in step()."""
         gap_T = np.zeros(len(close_T))
         move_T = np.zeros(len(close_T))
         fill_price_T = close_T.copy()
-        if fill == "open":
+        if self.fill == "open":
             gap_T[:-1] = open_T[1:] / close_T[:-1] - 1.0
             move_T[:-1] = close_T[1:] / open_T[1:] - 1.0
             fill_price_T[:-1] = open_T[1:]
@@ -225,9 +235,9 @@ class TradingEnv(gym.Env):
             move_T[:-1] = close_T[1:] / close_T[:-1] - 1.0
             fill_bar_T = np.arange(len(close_T))
         self._gap, self._move, self._fill_price = gap_T.tolist(), move_T.tolist(), fill_price_T.tolist()
-        self._dates = _date_strings(dates_T)
         self._fill_dates = [self._dates[i] for i in fill_bar_T]
 
+    def _set_spaces(self) -> None:
         width = self.window * len(FEATURE_NAMES)
         self.obs_dim = width + 2
         # episodes start flat (0.0) even when 0 is not an allowed target, so the bounds include it
@@ -235,9 +245,6 @@ class TradingEnv(gym.Env):
         high = np.concatenate([np.full(width, OBS_CLIP), [max(*self.positions, 0.0), 1.0]]).astype(np.float32)
         self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(len(self.positions))
-
-        self._t = self._first_bar
-        self._position, self._equity, self._held, self._steps, self._done = 0.0, 1.0, 0, 0, True
 
     # ------------------------------------------------------------------------------------- ranges
     @property
@@ -320,7 +327,7 @@ class TradingEnv(gym.Env):
         }
 
 
-def _date_str(stamp: np.datetime64) -> str:
+def date_text(stamp: np.datetime64) -> str:
     return _date_strings(np.array([stamp]))[0]
 
 
@@ -330,77 +337,3 @@ def _date_strings(dates_T: np.ndarray) -> list[str]:
     if np.all(np.char.endswith(text_T, "T00:00:00")):
         return [str(t)[:10] for t in text_T]
     return [str(t) for t in text_T]
-
-
-def env_kwargs_from_metadata(metadata: Mapping[str, Any], data: str | os.PathLike | pd.DataFrame, *,
-                             start: str | None = None, end: str | None = None, cost_bps: float | None = None,
-                             fill: str | None = None, date_format: str | None = None, dayfirst: bool = False,
-                             dropna: bool = False) -> dict[str, Any]:
-    """TradingEnv kwargs that rebuild a policy's observations on `data`.
-
-    cost_bps and fill may be overridden (they change execution, not observations); window, positions and
-    normalisation come from the metadata. Raises PolicyMismatchError when the metadata is incomplete.
-    """
-    source = data if isinstance(data, (str, os.PathLike)) else "<DataFrame>"
-    needed = ("feature_names", "window", "positions", "norm_mean", "norm_std", "fill", "cost_bps")
-    lacking = [key for key in needed if key not in metadata]
-    if lacking:
-        raise PolicyMismatchError(str(source), f"policy metadata lacks {', '.join(lacking)}; not a trading policy?")
-    return {"data": data, "start": start, "end": end, "window": int(metadata["window"]),
-            "positions": tuple(float(p) for p in metadata["positions"]),
-            "cost_bps": float(metadata["cost_bps"] if cost_bps is None else cost_bps),
-            "fill": str(metadata["fill"] if fill is None else fill), "episode_length": None,
-            "norm_stats": {"mean": list(metadata["norm_mean"]), "std": list(metadata["norm_std"])},
-            "date_format": date_format, "dayfirst": dayfirst, "dropna": dropna}
-
-
-def check_policy_metadata(metadata: Mapping[str, Any], env: TradingEnv) -> None:
-    """Raise PolicyMismatchError (one line) unless `env` yields the observations the policy was trained on."""
-    mine = env.policy_metadata()
-    for key in ("metadata_version", "feature_names", "feature_warmup", "obs_clip", "window", "positions", "obs_dim",
-                "norm_mean", "norm_std"):
-        if key not in metadata:
-            raise PolicyMismatchError(env.data_source, f"policy metadata lacks {key!r}; not a trading policy?")
-        theirs = metadata[key]
-        same = list(theirs) == mine[key] if isinstance(mine[key], list) else theirs == mine[key]
-        if not same:
-            raise PolicyMismatchError(env.data_source, f"does not match the policy: {key} is {_brief(mine[key])} "
-                                                       f"here but {_brief(theirs)} in the policy")
-
-
-def make_env_for_policy(metadata: Mapping[str, Any], data: str | os.PathLike | pd.DataFrame,
-                        **overrides: Any) -> TradingEnv:
-    """A walk-the-range TradingEnv on `data` for a saved policy, verified against its metadata."""
-    env = TradingEnv(**env_kwargs_from_metadata(metadata, data, **overrides))
-    check_policy_metadata(metadata, env)
-    return env
-
-
-def _brief(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def scenario_kwargs(trading: Any, *, evaluation: bool) -> dict[str, Any]:
-    """TradingEnv kwargs for the engine's `[trading]` config section (read by attribute, so envs need not
-    import asyncdqn): data, train_end, window, cost_bps, fill, long_only, episode_length.
-
-    Training: bars up to train_end, random episodes of episode_length decisions. Evaluation: one walk that
-    starts `window` bars after train_end (a purge gap: no evaluation observation window contains a
-    training bar), with normalisation fitted on the training range. Without train_end both use all the
-    data (evaluation is then in-sample).
-    """
-    data = trading.data or None
-    train_end = trading.train_end or None
-    common = {"data": data, "window": int(trading.window), "cost_bps": float(trading.cost_bps),
-              "fill": str(trading.fill), "positions": (0.0, 1.0) if trading.long_only else (-1.0, 0.0, 1.0)}
-    if not evaluation:
-        return {**common, "end": train_end, "episode_length": int(trading.episode_length)}
-    if train_end is None:
-        return {**common, "episode_length": None}
-    dates_T = read_ohlcv(DEFAULT_DATA if data is None else data).frame.index.to_numpy(dtype="datetime64[ns]")
-    first_eval = _bound_index(dates_T, train_end, is_end=True) + int(trading.window) + 1
-    if first_eval >= len(dates_T) - 1:
-        raise DataError(str(data or DEFAULT_DATA), f"no evaluation bars after train_end {train_end} and a purge gap "
-                                                   f"of {trading.window} bars")
-    return {**common, "start": _date_str(dates_T[first_eval]), "episode_length": None, "norm_end": train_end}

@@ -1,11 +1,10 @@
 """Backtest: the last stage of the trading data flow.
 
-    envs.trading.TradingEnv --walk(policy)--> Walk (dates, positions, equity, fills)
-    --> plain metric functions --> Metrics --> write_report (report.json, equity.csv, trades.csv, equity.png)
+    env.TradingEnv --walk(policy)--> Walk (dates, positions, equity, fills) --> plain metric functions
+    --> Metrics --> report.write_report (report.json, equity.csv, trades.csv, equity.png)
 
-This module imports envs (imports point one way) and no other asyncdqn module; the CLI wires it to
-checkpoints. A policy is any callable act(obs_BO float32 [B, obs_dim]) -> int array [B] of action indices
-(B = 1 here). The benchmark is buy-and-hold (always long 1.0) walked through the SAME env code, so it gets
+This module imports only the trading env and its policy check; the CLI (cli.py) wires it to checkpoints.
+A policy is any callable act(obs_BO float32 [B, obs_dim]) -> int array [B] of action indices (B = 1 here). The benchmark is buy-and-hold (always long 1.0) walked through the SAME env code, so it gets
 the same fills and pays the same cost for its one entry fill.
 
 Conventions (each metric is a plain function below, tested on hand-computed 5-bar cases):
@@ -30,24 +29,15 @@ Conventions (each metric is a plain function below, tested on hand-computed 5-ba
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-from rich.table import Table
 
-from envs.trading import TradingEnv, check_policy_metadata
+from asyncdqn.envs.trading.env import TradingEnv
+from asyncdqn.envs.trading.policy import check_policy_metadata
 
 Policy = Callable[[np.ndarray], np.ndarray]
 DAYS_PER_YEAR = 365.25
@@ -104,13 +94,6 @@ class BacktestResult:
     start: str  # dates actually used: first and last mark
     end: str
     data_source: str
-
-
-class ReportPaths(NamedTuple):
-    report_json: Path
-    equity_csv: Path
-    trades_csv: Path
-    equity_png: Path
 
 
 # ---------------------------------------------------------------------------------- metric functions
@@ -287,115 +270,3 @@ def run_backtest(env_kwargs: Mapping[str, Any], act: Policy, *, policy_name: str
                                           risk_free=risk_free),
         periods_per_year=float(periods_per_year), risk_free=float(risk_free), fill=env.fill, cost_bps=env.cost_bps,
         positions=env.positions, start=env.first_date, end=env.last_date, data_source=env.data_source)
-
-
-# ------------------------------------------------------------------------------------ reporting
-
-
-def _json_safe(metrics: Metrics) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(metrics).items()}
-
-
-def report_dict(result: BacktestResult) -> dict[str, Any]:
-    return {
-        "policy": result.policy, "data": result.data_source, "start": result.start, "end": result.end,
-        "periods_per_year": result.periods_per_year, "risk_free": result.risk_free, "fill": result.fill,
-        "cost_bps": result.cost_bps, "positions": list(result.positions),
-        "benchmark_policy": "buy-and-hold long 1.0, same fills and costs",
-        "strategy": _json_safe(result.strategy_metrics), "benchmark": _json_safe(result.benchmark_metrics),
-    }
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write via a temp file in the same folder, then os.replace: readers never see a half-written file."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
-    return buffer.getvalue()
-
-
-def _date_text(stamp: np.datetime64) -> str:
-    return str(stamp).removesuffix("T00:00:00")
-
-
-def equity_figure(result: BacktestResult) -> Figure:
-    """Equity of strategy and benchmark (log scale, strategy drawdowns shaded) over their drawdowns."""
-    figure = Figure(figsize=(10, 6), layout="constrained")
-    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    dates = result.strategy.dates_N1
-    strategy, bench = result.strategy.equity_N1, result.benchmark.equity_N1
-    top.plot(dates, strategy, label=result.policy, color="tab:blue", linewidth=1.2)
-    top.plot(dates, bench, label="buy & hold", color="tab:gray", linewidth=1.0)
-    top.fill_between(dates, strategy, np.maximum.accumulate(strategy), color="tab:red", alpha=0.25,
-                     linewidth=0, label=f"{result.policy} drawdown")
-    top.set_yscale("log")
-    top.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    top.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    top.yaxis.set_minor_formatter(NullFormatter())
-    top.set_ylabel("equity (start = 1)")
-    top.set_title(f"{result.policy} vs buy & hold, {result.start}..{result.end}, fill={result.fill}, "
-                  f"cost={result.cost_bps:g} bps")
-    top.legend(loc="upper left")
-    bottom.fill_between(dates, 100 * drawdown(strategy), 0, color="tab:red", alpha=0.4, linewidth=0)
-    bottom.plot(dates, 100 * drawdown(bench), color="tab:gray", linewidth=0.8)
-    bottom.set_ylabel("drawdown %")
-    return figure
-
-
-def write_report(result: BacktestResult, out_dir: str | os.PathLike) -> ReportPaths:
-    """Write report.json, equity.csv, trades.csv and equity.png into out_dir, each atomically."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = ReportPaths(out / "report.json", out / "equity.csv", out / "trades.csv", out / "equity.png")
-    _write_text(paths.report_json, json.dumps(report_dict(result), indent=2, allow_nan=False) + "\n")
-    s, b = result.strategy, result.benchmark
-    _write_text(paths.equity_csv, _csv_text(
-        ("date", "position", "equity", "benchmark_equity"),
-        [(_date_text(d), repr(float(p)), repr(float(e)), repr(float(be)))
-         for d, p, e, be in zip(s.dates_N1, s.position_N1, s.equity_N1, b.equity_N1)]))
-    _write_text(paths.trades_csv, _csv_text(
-        ("date", "from_position", "to_position", "price", "cost"),
-        [(f.date, repr(f.from_position), repr(f.to_position), repr(f.price), repr(f.cost)) for f in s.fills]))
-    figure = equity_figure(result)
-    _atomic_write(paths.equity_png, lambda tmp: FigureCanvasAgg(figure).print_figure(tmp, format="png", dpi=100))
-    return paths
-
-
-_PERCENT = {"total_return", "cagr", "volatility", "max_drawdown", "win_rate", "exposure"}
-
-
-def _cell(name: str, value: float | int) -> str:
-    if isinstance(value, float) and math.isnan(value):
-        return "n/a"
-    if name in _PERCENT:
-        return f"{100 * value:.2f}%"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.2f}" if name != "final_equity" else f"{value:.4f}"
-
-
-def metrics_table(result: BacktestResult) -> Table:
-    """Strategy and benchmark metrics side by side, for the terminal (rich)."""
-    table = Table(title=f"Backtest {result.start}..{result.end}  fill={result.fill}  cost={result.cost_bps:g} bps")
-    table.add_column("metric")
-    table.add_column(result.policy, justify="right")
-    table.add_column("buy & hold", justify="right")
-    for field in fields(Metrics):
-        table.add_row(field.name, _cell(field.name, getattr(result.strategy_metrics, field.name)),
-                      _cell(field.name, getattr(result.benchmark_metrics, field.name)))
-    return table

@@ -1,7 +1,13 @@
 """`asyncdqn backtest`: a learned trading policy (or a reference policy) against buy-and-hold on a CSV.
 
 Place in the flow: after training; reads a checkpoint (never executing it) and the trading env's saved
-metadata, then hands a policy callable to `asyncdqn.backtest`.
+metadata, then hands a policy callable to backtest.run_backtest and the result to report.write_report.
+asyncdqn/cli.py parses the arguments and calls `backtest_command`.
+
+Which bars: `asyncdqn backtest RUN_DIR` without --data walks the run's own held-out range, as its evaluation
+did: the data and train_end of its saved config (the trading factory's `env.kwargs`), starting after the
+purge gap (config.scenario_kwargs). --data walks a CSV's whole range; --start/--end narrow either.
+A reference policy (--policy) without --data walks the shipped GOOGL.csv.
 """
 
 from __future__ import annotations
@@ -13,8 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from asyncdqn import checkpoint
-from asyncdqn.backtest import metrics_table, reference_policy, run_backtest, write_report
-from asyncdqn.errors import UserError
+from asyncdqn.envs.trading.backtest import reference_policy, run_backtest
+from asyncdqn.envs.trading.config import FACTORY, read_settings, scenario_kwargs
+from asyncdqn.envs.trading.env import FEATURE_NAMES
+from asyncdqn.envs.trading.policy import env_kwargs_from_metadata
+from asyncdqn.envs.trading.report import metrics_table, write_report
+from asyncdqn.errors import UserError, first_line
 
 
 def _check_date(flag: str, value: str | None) -> None:
@@ -27,8 +37,8 @@ def _check_date(flag: str, value: str | None) -> None:
             raise ValueError("not a date")
         stamp.as_unit("ns")
     except (ValueError, OverflowError) as exc:  # DateParseError and OutOfBoundsDatetime are ValueErrors
-        reason = str(exc).splitlines()[0] if str(exc) else "not a date"
-        raise UserError(f"{flag} {value!r} is not a usable date, e.g. 2017-01-31 ({reason[:80]})") from None
+        reason = first_line(exc, 80) if str(exc).strip() else "not a date"
+        raise UserError(f"{flag} {value!r} is not a usable date, e.g. 2017-01-31 ({reason})") from None
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -69,8 +79,6 @@ def _trading_metadata(ckpt: dict, source: str) -> dict:
     """The checkpoint's trading metadata, checked so that rebuilding the env from it fails only with one-line
     errors: a damaged or foreign file must not reach the env with a None window or a tensor of positions.
     Keys that are absent are left to env_kwargs_from_metadata, which names them."""
-    from envs.trading import FEATURE_NAMES
-
     env = ckpt.get("env")
     meta = env.get("metadata") if isinstance(env, dict) else None
     if not meta:
@@ -109,29 +117,47 @@ def _check_policy_shape(act: object, meta: dict, source: str) -> None:
         raise UserError(f"{source}: the policy has {net.n_actions} actions for {len(meta['positions'])} positions")
 
 
+def run_range(ckpt: dict, source: str) -> dict:
+    """The data, start and end a run evaluated on, from its saved config: for a run of the trading factory,
+    its held-out walk after the purge gap; for an env built otherwise, `data`/`start`/`end` of its eval kwargs."""
+    cfg = checkpoint.config_from(ckpt)
+    settings = {**cfg.env.kwargs, **cfg.env.eval_kwargs}
+    if cfg.env.factory == FACTORY:
+        trading, _ = read_settings(settings)
+        settings = scenario_kwargs(trading, evaluation=True)
+    elif "data" not in settings:
+        raise UserError(f"{source}: its config names no data (env {cfg.env.factory or cfg.env.id!r}); pass --data CSV")
+    return {key: settings.get(key) for key in ("data", "start", "end")}
+
+
+def _policy_setup(args: argparse.Namespace, loader: dict) -> tuple[dict, object, str, dict | None]:
+    """(env kwargs, act, policy name, metadata to check) for a checkpoint or a reference policy."""
+    if args.checkpoint is None:
+        kwargs = {"data": args.data, "start": args.start, "end": args.end, "cost_bps": args.cost_bps,
+                  "fill": args.fill, **loader}
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        kwargs["positions"] = positions = (-1.0, 0.0, 1.0)
+        return kwargs, reference_policy(args.policy, positions, seed=args.seed), args.policy, None
+    ckpt = checkpoint.load(args.checkpoint)
+    meta = _trading_metadata(ckpt, args.checkpoint)
+    walk = {"data": args.data, "start": None, "end": None} if args.data is not None else \
+        run_range(ckpt, args.checkpoint)
+    walk.update({k: v for k, v in (("start", args.start), ("end", args.end)) if v is not None})
+    kwargs = env_kwargs_from_metadata(meta, walk["data"], start=walk["start"], end=walk["end"],
+                                      cost_bps=args.cost_bps, fill=args.fill, **loader)
+    act = checkpoint.policy_from(ckpt)
+    _check_policy_shape(act, meta, args.checkpoint)
+    return kwargs, act, f"checkpoint:{args.checkpoint}", meta
+
+
 def backtest_command(args: argparse.Namespace) -> int:
     from rich.console import Console
-
-    from envs.trading import env_kwargs_from_metadata
 
     if (args.checkpoint is None) == (args.policy is None):
         raise UserError("backtest needs either a CHECKPOINT or --policy long|flat|short|random, not both")
     _check_options(args)
     loader = {"date_format": args.date_format, "dayfirst": args.dayfirst, "dropna": args.dropna}
-    if args.checkpoint is not None:
-        ckpt = checkpoint.load(args.checkpoint)
-        meta = _trading_metadata(ckpt, args.checkpoint)
-        kwargs = env_kwargs_from_metadata(meta, args.data, start=args.start, end=args.end, cost_bps=args.cost_bps,
-                                          fill=args.fill, **loader)
-        act, name, meta_check = checkpoint.policy_from(ckpt), f"checkpoint:{args.checkpoint}", meta
-        _check_policy_shape(act, meta, args.checkpoint)
-    else:
-        kwargs = {"data": args.data, "start": args.start, "end": args.end, "cost_bps": args.cost_bps,
-                  "fill": args.fill, **loader}
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        positions = (-1.0, 0.0, 1.0)
-        kwargs["positions"] = positions
-        act, name, meta_check = reference_policy(args.policy, positions, seed=args.seed), args.policy, None
+    kwargs, act, name, meta_check = _policy_setup(args, loader)
     _check_cost(kwargs.get("cost_bps"), kwargs["positions"])
     result = run_backtest(kwargs, act, policy_name=name, periods_per_year=args.periods_per_year,
                           risk_free=args.risk_free, policy_metadata=meta_check)
