@@ -8,6 +8,7 @@ eval/backtest commands and for an exact resume. Plain functions of these two dat
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 import time
@@ -15,20 +16,22 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import asyncio
+import gymnasium as gym
 import numpy as np
 
 from asyncdqn import checkpoint
-from asyncdqn.schedule import StepGate
+from asyncdqn.collect.protocol import Collection
 from asyncdqn.config import RunConfig, to_dict
+from asyncdqn.envs.make import EnvSpec
 from asyncdqn.errors import UserError
 from asyncdqn.evaluation import EvalResult
 from asyncdqn.learner import Learner, MergeEvent, UpdateStats
 from asyncdqn.merge import ScoreBoard
 from asyncdqn.metrics import MetricsWriter
 from asyncdqn.nets import EnsembleQNet, GreedyPolicy
+from asyncdqn.replay import FramePool, ReplayPool
+from asyncdqn.schedule import StepGate
 
 
 @dataclass
@@ -59,17 +62,17 @@ class Parts:
 
     cfg: RunConfig
     out_dir: Path
-    spec: Any                      # environments.EnvSpec
+    spec: EnvSpec
     env_meta: dict                 # the env's policy metadata (trading: features and normalisation)
     learner: Learner
     acting: EnsembleQNet           # the actors' copy of the online nets, refreshed after every learner call
-    replay: Any                    # ReplayPool or FramePool
+    replay: ReplayPool | FramePool
     gate: StepGate
     total_updates: int
     step_limit: Callable[[int], int]
     returns: ScoreBoard            # training-episode returns per net (the "return" merge score)
-    collection: Any                # a collection backend (LocalCollection or RayCollection)
-    make_eval_env: Callable[[], Any]
+    collection: Collection         # LocalCollection or RayCollection
+    make_eval_env: Callable[[], gym.Env]
     eval_seed: int
     state: RunState
     stop: asyncio.Event
@@ -138,7 +141,7 @@ def restore(p: Parts, resume: dict) -> None:
                       int(saved["best_env_steps"]))
 
 
-def merge_record(m: MergeEvent, steps: int, replay: Any) -> dict:
+def merge_record(m: MergeEvent, steps: int, replay: ReplayPool | FramePool) -> dict:
     return {"kind": "merge", "env_steps": steps, "updates": m.update, "scores": m.scores_K, "weights": m.weights_K,
             "entropy": m.entropy, "distance": m.distance_K, "q_disagreement": m.q_std,
             "replay_share": replay.share_by_net()}
