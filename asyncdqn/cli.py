@@ -32,15 +32,48 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{command}: {message}" if command else message)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="asyncdqn", description="Parallel DQN: K Q-nets, one replay pool, a softmax-merged target.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+EXAMPLES = {
+    "train": ["asyncdqn train cartpole --seed 1 --out runs/cp1",
+              "asyncdqn train cartpole --env Acrobot-v1 --set total_steps=50000",
+              "asyncdqn train --resume runs/cp1 --set total_steps=200000"],
+    "eval": ["asyncdqn eval runs/cp1 --episodes 20"],
+    "scenarios": ["asyncdqn scenarios --fields"],
+    "backtest": ["asyncdqn backtest runs/tr", "asyncdqn backtest --policy long --start 2017-01-01"],
+}
 
-    t = sub.add_parser("train", help="train on a scenario (built-in name or TOML path)")
-    t.add_argument("scenario", nargs="?", default=None)
+
+def _command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with examples that work as written."""
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+    return sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                          epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="asyncdqn", description="Parallel DQN: K Q-nets, one replay pool, a softmax-merged target.",
+                epilog="examples:\n  asyncdqn scenarios\n  asyncdqn train cartpole --seed 0\n"
+                       "  asyncdqn train --help", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
+                           help="train, eval, scenarios or backtest (each has --help)")
+    _train_options(_command(sub, "train", "train on a scenario (built-in name or TOML path)"))
+
+    e = _command(sub, "eval", "greedy evaluation of a checkpoint")
+    e.add_argument("checkpoint", metavar="RUN_DIR", help="a run folder or its checkpoint.pt")
+    e.add_argument("--episodes", type=int, default=20, help="greedy episodes to play (default 20)")
+    e.add_argument("--seed", type=int, default=12345, help="seed of the first episode's reset (default 12345)")
+
+    s = _command(sub, "scenarios", "list the built-in scenarios")
+    s.add_argument("--fields", action="store_true", help="also list every config field with its meaning")
+    _backtest_options(_command(sub, "backtest", "backtest a trading policy (or a reference policy) on a CSV"))
+    return p
+
+
+def _train_options(t: argparse.ArgumentParser) -> None:
+    t.add_argument("scenario", nargs="?", default=None,
+                   help="a built-in scenario (see `asyncdqn scenarios`) or the path of a scenario TOML")
     t.add_argument("--resume", type=Path, default=None, metavar="DIR",
                    help="continue the run saved in DIR (only --set total_steps=N may change)")
-    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--seed", type=int, default=None, help="the run's seed (default: the scenario's)")
     t.add_argument("--out", type=Path, default=None, help="run folder (default runs/<scenario>-seed<S>-<time>)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set lr=1e-3 --set merge.tau=inf")
@@ -48,40 +81,36 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--env-factory", default=None, help="pkg.module:callable returning a gymnasium.Env")
     t.add_argument("--force", action="store_true", help="overwrite a run folder that holds a checkpoint")
     t.add_argument("--backend", choices=["local", "ray"], default=None,
-                   help="where the actors run: this process (local) or Ray actor processes "
-                        "(ray; pip install -e '.[ray]')")
+                   help="where the actors run: this process (local) or Ray actor processes (ray; the ray extra)")
     t.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="join the Ray cluster at ADDR (host:port, ray://host:port or auto; implies --backend ray); "
                         "without it --backend ray starts a local Ray instance")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    e = sub.add_parser("eval", help="greedy evaluation of a checkpoint")
-    e.add_argument("checkpoint")
-    e.add_argument("--episodes", type=int, default=20)
-    e.add_argument("--seed", type=int, default=12345)
 
-    s = sub.add_parser("scenarios", help="list the built-in scenarios")
-    s.add_argument("--fields", action="store_true", help="also list every config field with its meaning")
-
-    b = sub.add_parser("backtest", help="backtest a trading policy (or a reference policy) on a CSV")
+def _backtest_options(b: argparse.ArgumentParser) -> None:
     b.add_argument("checkpoint", nargs="?", default=None, metavar="RUN_DIR",
                    help="a trading run folder or checkpoint (else --policy)")
     b.add_argument("--data", default=None,
                    help="CSV to walk (default: the run's own data and held-out range; the shipped GOOGL.csv "
                         "for --policy)")
-    b.add_argument("--policy", choices=["long", "flat", "short", "random"], default=None)
-    b.add_argument("--start", default=None)
-    b.add_argument("--end", default=None)
-    b.add_argument("--cost-bps", type=float, default=None)
-    b.add_argument("--fill", choices=["open", "close"], default=None)
-    b.add_argument("--periods-per-year", type=float, default=252.0)
+    b.add_argument("--policy", choices=["long", "flat", "short", "random"], default=None,
+                   help="a reference policy instead of a run: always long, flat or short, or uniformly random")
+    b.add_argument("--start", default=None, help="first date to walk, YYYY-MM-DD (default: the range's first)")
+    b.add_argument("--end", default=None, help="last date to walk, YYYY-MM-DD (default: the range's last)")
+    b.add_argument("--cost-bps", type=float, default=None,
+                   help="cost per fill in basis points of the traded notional (default: the run's, or 10)")
+    b.add_argument("--fill", choices=["open", "close"], default=None,
+                   help="fill at the next bar's open (realistic) or at the close just seen (default: the run's)")
+    b.add_argument("--periods-per-year", type=float, default=252.0,
+                   help="bars per year, for annualised figures (default 252, trading days)")
     b.add_argument("--risk-free", type=float, default=0.0, help="annual risk-free rate, e.g. 0.02")
-    b.add_argument("--date-format", default=None)
-    b.add_argument("--dayfirst", action="store_true")
-    b.add_argument("--dropna", action="store_true")
+    b.add_argument("--date-format", default=None, help="strftime format of the CSV's dates (default: inferred)")
+    b.add_argument("--dayfirst", action="store_true", help="read ambiguous dates as day/month (01/02 = 1 Feb)")
+    b.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of refusing them")
     b.add_argument("--seed", type=int, default=0, help="seed of the random reference policy")
-    b.add_argument("--out", type=Path, default=None)
-    return p
+    b.add_argument("--out", type=Path, default=None,
+                   help="report folder (default: RUN_DIR/backtest, or runs/backtest-<policy>)")
 
 
 def _progress_display():
