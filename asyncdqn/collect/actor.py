@@ -45,7 +45,7 @@ from asyncdqn.collect.protocol import EpisodeHook
 from asyncdqn.collect.workers import EnvWorkerPool, TooManyRestarts
 from asyncdqn.config import RunConfig
 from asyncdqn.envs.make import EnvSpec, FaultInjector, make_env
-from asyncdqn.errors import RunFailed
+from asyncdqn.errors import RunFailed, first_line
 from asyncdqn.nets import EnsembleQNet, numpy_forward
 from asyncdqn.schedule import StepGate
 from asyncdqn.transitions import Chunk, ChunkBuilder
@@ -170,7 +170,7 @@ class EnvFaults:
         n = self.in_a_row.get(actor, 0) + 1
         self.in_a_row[actor] = n
         self.total += 1
-        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+        error = f"{type(exc).__name__}: {first_line(exc, 200) if str(exc).strip() else ''}"[:200]
         self.log({"kind": "env_fault", "actor": actor, "in_a_row": n, "total": self.total, "error": error})
         if n > self.max_restarts:
             raise RunFailed(f"actor {actor}'s env failed {n} times in a row (faults.max_env_restarts = "
