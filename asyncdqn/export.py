@@ -74,6 +74,8 @@ def to_bytes(policy, fmt: str) -> bytes:
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        _onnxruntime()
     module, example = combined_q_module(policy), _example_batch(policy)
     buf = io.BytesIO()
     with torch.no_grad(), _torchscript_deprecations_quiet():
@@ -86,10 +88,13 @@ def to_bytes(policy, fmt: str) -> bytes:
 
 
 def _onnxruntime():
+    """onnxruntime, checking that onnx (which torch's exporter writes with) is there too."""
     try:
+        import onnx  # noqa: F401
         import onnxruntime
-    except ImportError:
-        raise UserError("ONNX export needs onnx and onnxruntime: pip install 'asyncdqn[export]'") from None
+    except ImportError as exc:
+        raise UserError(f"ONNX export needs onnx and onnxruntime ({first_line(exc)}): "
+                        f"pip install 'asyncdqn[export]'") from None
     return onnxruntime
 
 
