@@ -55,8 +55,10 @@ def test_recorded_observations_are_seeded_greedy_rollouts_of_the_run(mlp_run, tr
     env = make_env(trained_run.cfg.env, env_kwargs(trained_run.cfg, evaluation=True))
     first, _ = env.reset(seed=7)
     second, *_ = env.step(int(policy(obs[:1])[0]))
+    later_start, _ = env.reset(seed=8)  # episode 1 of the recording starts from seed + 1
     env.close()
     np.testing.assert_array_equal(obs[:2], np.stack([first, second]))
+    assert (obs == later_start).all(axis=1).any()
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -143,7 +145,8 @@ def test_bad_input_is_one_line(tmp_path, trained_run, capsys, monkeypatch):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and fragment in err, (argv, err)
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: said before any rollout
+    monkeypatch.setattr(export, "record_observations", lambda *a: pytest.fail("rollouts before the check"))
     assert main(["export", str(trained_run.out), "--format", "onnx", "--out", str(tmp_path / "p.onnx")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "pip install 'asyncdqn[export]'" in err
