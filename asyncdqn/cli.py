@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from asyncdqn import config
+from asyncdqn import config, export
 from asyncdqn.errors import UserError, brief
 
 # torch (through asyncdqn.checkpoint and the runtime) is imported inside the commands, within main's
@@ -39,6 +39,7 @@ EXAMPLES = {
     "eval": ["asyncdqn eval runs/cp1 --episodes 20"],
     "scenarios": ["asyncdqn scenarios --fields"],
     "backtest": ["asyncdqn backtest runs/tr", "asyncdqn backtest --policy long --start 2017-01-01"],
+    "export": ["asyncdqn export runs/cp1 --format onnx", "asyncdqn export runs/cp1 --format torchscript --out cp1.pt"],
 }
 
 
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                 epilog="examples:\n  asyncdqn scenarios\n  asyncdqn train cartpole --seed 0\n"
                        "  asyncdqn train --help", formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
-                           help="train, eval, scenarios or backtest (each has --help)")
+                           help="train, eval, scenarios, backtest or export (each has --help)")
     _train_options(_command(sub, "train", "train on a scenario (built-in name or TOML path)"))
 
     e = _command(sub, "eval", "greedy evaluation of a checkpoint")
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     s = _command(sub, "scenarios", "list the built-in scenarios")
     s.add_argument("--fields", action="store_true", help="also list every config field with its meaning")
     _backtest_options(_command(sub, "backtest", "backtest a trading policy (or a reference policy) on a CSV"))
+    export.add_parser(_command(sub, "export", export.HELP))
     return p
 
 
@@ -303,7 +305,8 @@ def _user_error(exc: BaseException) -> BaseException | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = {"train": cmd_train, "eval": cmd_eval, "scenarios": cmd_scenarios, "backtest": cmd_backtest}
+    commands = {"train": cmd_train, "eval": cmd_eval, "scenarios": cmd_scenarios, "backtest": cmd_backtest,
+                "export": export.command}
     try:
         args = _parser().parse_args(argv)
         return commands[args.command](args)
