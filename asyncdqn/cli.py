@@ -122,20 +122,22 @@ def _backtest_options(b: argparse.ArgumentParser) -> None:
 
 
 def _progress_display():
-    """A rich progress bar fed by the runtime's Progress snapshots."""
+    """A rich progress bar fed by the runtime's Progress snapshots; steps/s, updates/s and the ETA are over
+    the last 30 s (progress_rates), not since the start."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from asyncdqn.progress_rates import RecentRates, describe
 
     bar = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed:>8.0f}/{task.total:.0f}"),
                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False, auto_refresh=False)
     task = bar.add_task("train", total=1, info="")
+    rates = RecentRates()
 
     def update(p) -> None:
         w = " ".join(f"{x:.2f}" for x in p.merge_weights)
         ret = "—" if math.isnan(p.recent_return) else f"{p.recent_return:.1f}"
-        ev = "—" if math.isnan(p.last_eval) else f"{p.last_eval:.1f}"
         bar.update(task, completed=p.env_steps, total=p.total_steps,
-                   info=f"{p.steps_per_s:,.0f} steps/s  upd {p.updates}  return {ret}  eval {ev}  "
-                        f"queue {p.queue_depth}  w [{w}]")
+                   info=f"{describe(rates.add(p))}  upd {p.updates}  return {ret}  queue {p.queue_depth}  w [{w}]")
         bar.refresh()
 
     return bar, update

@@ -13,6 +13,7 @@ Blocking: everything here steps envs and runs forwards in the calling thread.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -51,6 +52,9 @@ def render_env(cfg: RunConfig) -> gym.Env:
     """The run's eval env, built to render rgb_array frames; a UserError (one line) when it cannot."""
     name = cfg.env.factory or cfg.env.id
     kwargs = {**env_kwargs(cfg, evaluation=True), "render_mode": "rgb_array"}
+    # Classic control draws off-screen with pygame; without a display SDL still probes one and prints
+    # "XDG_RUNTIME_DIR is invalid" on stderr. rgb_array needs no window, so SDL's dummy driver (unless set).
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         env = make_env(cfg.env, kwargs)
     except UserError as exc:

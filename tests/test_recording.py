@@ -29,7 +29,8 @@ def gif_frames(path) -> list[np.ndarray]:
 
 
 @needs_pygame
-def test_eval_record_writes_one_frame_per_step_and_episode_start(trained_run, tmp_path, capsys):
+def test_eval_record_writes_one_frame_per_step_and_episode_start(trained_run, tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("SDL_VIDEODRIVER", raising=False)  # recording sets it, so that SDL prints nothing
     shutil.copy(trained_run.out / checkpoint.FILENAME, tmp_path)
     gif = tmp_path / "cp.gif"
     rc = main(["eval", str(tmp_path), "--episodes", "3", "--record", str(gif), "--record-episodes", "2"])
@@ -37,7 +38,8 @@ def test_eval_record_writes_one_frame_per_step_and_episode_start(trained_run, tm
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["episodes"] == 3  # the statistics are the eval's own, recording or not
     # The recorded episodes are the evaluation's first two (same seeds, greedy policy).
-    assert f"returns {[round(r, 2) for r in result['returns'][:2]]}" in capsys.readouterr().out
+    out, err = capfd.readouterr()
+    assert f"returns {[round(r, 2) for r in result['returns'][:2]]}" in out and err == ""
     frames = gif_frames(gif)
     assert len(frames) == sum(result["lengths"][:2]) + 2   # one per step, plus each episode's start
     assert all(not np.array_equal(a, b) for a, b in zip(frames, frames[1:]))
