@@ -30,12 +30,15 @@ FILENAME = "checkpoint.pt"
 
 
 def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call `write(fileobj)` on a temp file beside `path`, fsync it, then rename it over `path`."""
+    """Call `write(fileobj)` on a temp file beside `path`, fsync it, then rename it over `path`. The file is
+    made 0644 before the rename (mkstemp creates 0600; run files, reports and exports are meant to be read by
+    others), so no reader ever sees it half-permitted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)
             write(f)
             f.flush()
             os.fsync(f.fileno())

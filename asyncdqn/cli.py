@@ -36,7 +36,8 @@ EXAMPLES = {
     "train": ["asyncdqn train cartpole --seed 1 --out runs/cp1",
               "asyncdqn train cartpole --env Acrobot-v1 --set total_steps=50000",
               "asyncdqn train --resume runs/cp1 --set total_steps=200000"],
-    "eval": ["asyncdqn eval runs/cp1 --episodes 20"],
+    "eval": ["asyncdqn eval runs/cp1 --episodes 20",
+             "asyncdqn eval runs/cp1 --record cp1.gif --record-episodes 2"],
     "scenarios": ["asyncdqn scenarios --fields"],
     "backtest": ["asyncdqn backtest runs/tr", "asyncdqn backtest --policy long --start 2017-01-01"],
     "export": ["asyncdqn export runs/cp1 --format onnx", "asyncdqn export runs/cp1 --format torchscript --out cp1.pt"],
@@ -62,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", metavar="RUN_DIR", help="a run folder or its checkpoint.pt")
     e.add_argument("--episodes", type=int, default=20, help="greedy episodes to play (default 20)")
     e.add_argument("--seed", type=int, default=12345, help="seed of the first episode's reset (default 12345)")
+    e.add_argument("--record", type=Path, default=None, metavar="FILE.gif",
+                   help="also write an animated GIF of greedy episodes with an episode counter and the return "
+                        "(classic control, MinAtar, Atari: envs that render rgb_array)")
+    e.add_argument("--record-episodes", type=int, default=1, metavar="N",
+                   help="episodes to record (default 1): the evaluation's first N episodes (same seeds), played "
+                        "again on a rendering env; the statistics are those of --episodes as without --record")
+    e.add_argument("--fps", type=float, default=30.0, help="frames per second of the GIF (default 30)")
 
     s = _command(sub, "scenarios", "list the built-in scenarios")
     s.add_argument("--fields", action="store_true", help="also list every config field with its meaning")
@@ -116,20 +124,22 @@ def _backtest_options(b: argparse.ArgumentParser) -> None:
 
 
 def _progress_display():
-    """A rich progress bar fed by the runtime's Progress snapshots."""
+    """A rich progress bar fed by the runtime's Progress snapshots; steps/s, updates/s and the ETA are over
+    the last 30 s (progress_rates), not since the start."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from asyncdqn.progress_rates import RecentRates, describe
 
     bar = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed:>8.0f}/{task.total:.0f}"),
                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False, auto_refresh=False)
     task = bar.add_task("train", total=1, info="")
+    rates = RecentRates()
 
     def update(p) -> None:
         w = " ".join(f"{x:.2f}" for x in p.merge_weights)
         ret = "—" if math.isnan(p.recent_return) else f"{p.recent_return:.1f}"
-        ev = "—" if math.isnan(p.last_eval) else f"{p.last_eval:.1f}"
         bar.update(task, completed=p.env_steps, total=p.total_steps,
-                   info=f"{p.steps_per_s:,.0f} steps/s  upd {p.updates}  return {ret}  eval {ev}  "
-                        f"queue {p.queue_depth}  w [{w}]")
+                   info=f"{describe(rates.add(p))}  upd {p.updates}  return {ret}  queue {p.queue_depth}  w [{w}]")
         bar.refresh()
 
     return bar, update
@@ -265,6 +275,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     finally:
         probe.close()
     checkpoint.check_fits(policy, spec.obs_shape, spec.n_actions, cfg.env.factory or cfg.env.id)
+    if args.record is not None:  # first, so that an env that cannot render fails before the evaluation runs
+        from asyncdqn.recording import record
+
+        rec = record(cfg, policy, args.record, args.record_episodes, args.seed, args.fps)
+        note = " (stopped at the frame limit)" if rec.truncated else ""
+        print(f"recorded {len(rec.returns)} episode(s), {len(rec.frames)} frames, returns "
+              f"{[round(r, 2) for r in rec.returns]} to {args.record}{note}")
     res = evaluate(lambda: make_env(cfg.env, kwargs), policy, args.episodes, args.seed)
     result = {"checkpoint": str(path), "env": cfg.env.factory or cfg.env.id, "episodes": args.episodes,
               "seed": args.seed, "return_mean": res.mean, "return_std": res.std,

@@ -62,6 +62,8 @@ class Progress:
     queue_depth: int = 0
     merge_weights: list = field(default_factory=list)
     last_eval: float = math.nan
+    evals: int = 0           # periodic evaluations so far (a new one may score the same mean as the last)
+    wall_s: float = 0.0      # this process's training seconds at the snapshot (rates come from differences)
 
 
 
@@ -286,9 +288,11 @@ async def evaluate_periodically(p: Parts) -> None:
 
 async def report(p: Parts, progress: Callable[[Progress], None]) -> None:
     while True:
-        progress(Progress(p.gate.steps, p.cfg.total_steps, p.state.updates, p.gate.steps / max(1e-9, p.wall()),
+        wall = p.wall()
+        progress(Progress(p.gate.steps, p.cfg.total_steps, p.state.updates, p.gate.steps / max(1e-9, wall),
                           float(np.mean(p.recent)) if p.recent else math.nan, p.collection.queue_depth(),
-                          [round(float(w), 3) for w in p.learner.weights_K], p.state.last_eval))
+                          [round(float(w), 3) for w in p.learner.weights_K], p.state.last_eval,
+                          evals=p.state.evals, wall_s=wall))
         await asyncio.sleep(0.25)
 
 

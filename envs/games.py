@@ -48,7 +48,7 @@ def _import_games_module(name: str, what: str) -> ModuleType:
 
 def minatar(game: str = "breakout", evaluation: bool = False, minimal_actions: bool = True,
             sticky_action_prob: float = 0.1, difficulty_ramping: bool = True,
-            max_episode_steps: int | None = 10_000) -> gym.Env:
+            max_episode_steps: int | None = 10_000, render_mode: str | None = None) -> gym.Env:
     """A MinAtar game (Young & Tian 2019) with (C, 10, 10) uint8 0/1 observations.
 
     game: one of MINATAR_GAMES ("space-invaders" is accepted for "space_invaders").
@@ -59,6 +59,7 @@ def minatar(game: str = "breakout", evaluation: bool = False, minimal_actions: b
     sticky_action_prob, difficulty_ramping: MinAtar's defaults, which are the paper's settings.
     max_episode_steps: truncation so that an evaluation always ends (a good Breakout agent can play on
         forever); None for no limit.
+    render_mode: MinAtar's own ("rgb_array" for `asyncdqn eval --record`; it draws with seaborn's palette).
     """
     name = game.replace("-", "_")
     if name not in MINATAR_GAMES:
@@ -71,7 +72,8 @@ def minatar(game: str = "breakout", evaluation: bool = False, minimal_actions: b
     if env_id not in gym.registry:
         minatar_gym.register_envs()
     env = gym.make(env_id, max_episode_steps=max_episode_steps, use_minimal_action_set=minimal_actions,
-                   sticky_action_prob=sticky_action_prob, difficulty_ramping=difficulty_ramping)
+                   sticky_action_prob=sticky_action_prob, difficulty_ramping=difficulty_ramping,
+                   render_mode=render_mode)
     c = env.observation_space.shape[2]
     # MinAtar's state is a bool (10, 10, C) grid: channel-first for the conv net, uint8 for torch and replay.
     space = gym.spaces.Box(0, 1, (c, 10, 10), np.uint8)
@@ -136,7 +138,8 @@ def _ale_id(game: str) -> str:
 
 def atari(game: str = "pong", evaluation: bool = False, noop_max: int = 30, frame_skip: int = 4,
           frame_stack: int = 4, screen_size: int = 84, repeat_action_probability: float = 0.25,
-          full_action_space: bool = False, max_num_frames_per_episode: int = 108_000) -> gym.Env:
+          full_action_space: bool = False, max_num_frames_per_episode: int = 108_000,
+          render_mode: str | None = None) -> gym.Env:
     """An Atari 2600 game with the standard DQN preprocessing; (frame_stack, 84, 84) uint8 observations.
 
     Training (evaluation=False): up to `noop_max` no-ops at reset, `frame_skip` with a max over the last two
@@ -147,6 +150,8 @@ def atari(game: str = "pong", evaluation: bool = False, noop_max: int = 30, fram
     repeat_action_probability: sticky actions, 0.25 as recommended by Machado et al. 2018 (ALE v5 default);
         0 gives the deterministic emulator of Mnih et al. 2015.
     max_num_frames_per_episode: 108,000 frames = 30 minutes of play (Machado et al. 2018).
+    render_mode: the emulator's ("rgb_array" for `asyncdqn eval --record`: the colour screen, not the
+        observation).
     """
     ale_py = _import_games_module("ale_py", "the Atari env")
     _import_games_module("cv2", "the Atari env (frame resizing)")
@@ -160,7 +165,7 @@ def atari(game: str = "pong", evaluation: bool = False, noop_max: int = 30, fram
     # screen itself), and the grayscale one is the cheapest to render.
     env = gym.make(_ale_id(game), frameskip=1, obs_type="grayscale",
                    repeat_action_probability=repeat_action_probability, full_action_space=full_action_space,
-                   max_num_frames_per_episode=max_num_frames_per_episode)
+                   max_num_frames_per_episode=max_num_frames_per_episode, render_mode=render_mode)
     # gymnasium's own wrappers where they do the job: they are maintained against ale_py, and follow
     # Machado et al. 2018 (noop reset, skip, max-pool, resize, grayscale).
     env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=frame_skip, screen_size=screen_size,

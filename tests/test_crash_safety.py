@@ -205,3 +205,13 @@ def test_a_checkpoint_cut_short_is_refused_in_one_line(tmp_path, keep):
     with pytest.raises(UserError) as info:
         checkpoint.load(cut)
     assert len(str(info.value).splitlines()) == 1 and "corrupt or truncated checkpoint" in str(info.value)
+
+
+def test_atomic_writes_leave_a_0644_file_and_no_temp_file(tmp_path):
+    # mkstemp creates 0600; run files, reports, exports and recordings are meant to be read by others
+    import stat
+
+    target = tmp_path / "sub" / "summary.json"
+    checkpoint.atomic_write_text(target, "{}")
+    assert target.read_text() == "{}" and stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert [p.name for p in target.parent.iterdir()] == ["summary.json"]

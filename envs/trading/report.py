@@ -48,17 +48,8 @@ def report_dict(result: BacktestResult) -> dict[str, Any]:
     }
 
 
-def _shared(write: Callable[[Any], None]) -> Callable[[Any], None]:
-    """`write` into the temp file of checkpoint.atomic_write_bytes after making it 0644: mkstemp creates 0600,
-    and reports are meant to be shared (set before the rename, so no reader sees the file half-permitted)."""
-    def run(handle: Any) -> None:
-        os.fchmod(handle.fileno(), 0o644)
-        write(handle)
-    return run
-
-
 def _write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, _shared(lambda handle: handle.write(text.encode("utf-8"))))
+    atomic_write_bytes(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -110,8 +101,8 @@ def write_report(result: BacktestResult, out_dir: str | os.PathLike) -> ReportPa
         ("date", "from_position", "to_position", "price", "cost"),
         [(f.date, repr(f.from_position), repr(f.to_position), repr(f.price), repr(f.cost)) for f in s.fills]))
     figure = equity_figure(result)
-    atomic_write_bytes(paths.equity_png,
-                       _shared(lambda handle: FigureCanvasAgg(figure).print_figure(handle, format="png", dpi=100)))
+    atomic_write_bytes(paths.equity_png, lambda handle: FigureCanvasAgg(figure).print_figure(handle, format="png",
+                                                                                        dpi=100))
     return paths
 
 
