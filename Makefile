@@ -53,7 +53,8 @@ mutation: $(VENV)/.mutation
 	$(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS)
 	@echo "mutants per module and status:"
 	@$(VENV)/bin/mutmut results --all true | awk '{n = $$1; sub(/__mutmut_[0-9]+:$$/, "", n); \
-		split(n, p, "."); c[p[2] "\t" $$2]++} END {for (k in c) print c[k] "\t" k}' | sort -k2,2 -k3,3
+		sub(/\.[^.]*$$/, "", n); sub(/^asyncdqn\./, "", n); c[n "\t" $$2]++} \
+		END {for (k in c) print c[k] "\t" k}' | sort -k2,2 -k3,3
 	@echo "not killed:"
 	@$(VENV)/bin/mutmut results
 

@@ -81,3 +81,84 @@ def test_stratified_rows_redraws_rows_that_are_not_live_and_zeroes_them():
     tree.set(np.array([2]), 1.0)
     rows = stratified_rows(tree, np.random.default_rng(1), 40, 4, live=lambda i: np.ones(len(i), bool))
     np.testing.assert_array_equal(np.bincount(rows, minlength=4), [10, 10, 10, 10])
+
+
+def test_sum_tree_leaves_are_the_least_power_of_two_of_at_least_two():
+    # the tree array is saved in checkpoints: its size is part of the format
+    assert [SumTree(c).leaves for c in (1, 2, 3, 4, 5, 8, 9)] == [2, 2, 4, 4, 8, 8, 16]
+    assert len(SumTree(5).tree) == 16
+
+
+def test_ring_defaults_and_a_chunk_of_exactly_the_capacity():
+    ring = RowRing(4, np.random.default_rng(0))
+    assert ring.tree is None and ring.num_nets == 1
+    assert ring.place(chunk(4, 4, tag=1)) == slice(0, 4)              # rows == capacity fits
+    np.testing.assert_array_equal(ring.share_by_net(ring.valid_C[: ring.filled]), [1.0])
+    ring = RowRing(4, np.random.default_rng(0), prioritized=True)
+    assert ring.alpha == 0.6
+    ring.place(chunk(2, 2, tag=1))
+    ring.update_priorities(np.array([0, 1]), np.array([3.0, -1.0]), ring.stamp_C[:2].copy(), lambda i: ring.valid_C[i])
+    np.testing.assert_allclose(ring.tree.get(np.arange(2)), [(3.0 + 1e-6) ** 0.6, (1.0 + 1e-6) ** 0.6], rtol=1e-12)
+
+
+def test_share_by_net_keeps_every_net_and_a_single_row():
+    ring = RowRing(8, np.random.default_rng(0), num_nets=3)
+    ring.place(chunk(2, 1, tag=1, net=1))
+    # one live row, of net 1; net 2 made none but keeps its entry
+    np.testing.assert_array_equal(ring.share_by_net(ring.valid_C[: ring.filled]), [0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(ring.share_by_net(np.zeros(2, bool)), [0.0, 0.0, 0.0])
+
+
+def test_uniform_rows_rounds_then_the_scan_hand_case():
+    sizes = []
+
+    def live(i):   # the first 10 rows of every draw are live; the scan (all 1000 rows) finds only row 997
+        sizes.append(len(i))
+        return np.arange(len(i)) < 10 if len(i) != 1000 else np.asarray(i) == 997
+
+    rows = uniform_rows(np.random.default_rng(0), 1000, 50, live, rounds=2)
+    assert sizes == [108, 88, 1000]             # 2 * 50 + 8, then 2 * (50 - 10) + 8, then the scan
+    assert len(rows) == 50 and rows[20:].tolist() == [997] * 30
+    sizes.clear()
+    assert len(uniform_rows(np.random.default_rng(0), 1000, 10, live, rounds=None)) == 10
+    assert sizes == [28]                        # exactly n live rows: no second round
+
+
+def test_no_sampleable_rows_errors_name_the_cause():
+    msg = "^no sampleable rows: every valid row lost frames to the ring wrapping$"
+    with pytest.raises(ValueError, match=msg):
+        uniform_rows(np.random.default_rng(0), 10, 5, lambda i: np.zeros(len(i), bool), rounds=1)
+    tree = SumTree(4)
+    tree.set(np.arange(4), 0.25)
+    with pytest.raises(ValueError, match=msg):
+        stratified_rows(tree, np.random.default_rng(0), 4, 4, live=lambda i: np.zeros(len(i), bool))
+    with pytest.raises(ValueError, match="^cannot sample from an empty replay pool$"):
+        RowRing(4, np.random.default_rng(0)).draw(1, 0.4, lambda i: np.ones(len(i), bool), None)
+
+
+def test_stratified_rows_with_a_total_priority_below_one():
+    tree = SumTree(4)
+    tree.set(np.arange(4), 0.25)
+    rows = stratified_rows(tree, np.random.default_rng(0), 40, 4, live=lambda i: np.asarray(i) != 2)
+    assert set(rows.tolist()) == {0, 1, 3} and tree.total == 0.75
+
+
+def test_ring_state_round_trip_restores_priorities_and_an_empty_state_restores_only_the_rng():
+    ring = RowRing(8, np.random.default_rng(0), prioritized=True, alpha=1.0)
+    ring.place(chunk(4, 3, tag=1))
+    ring.update_priorities(np.array([0, 2]), np.array([4.0, 2.0]), ring.stamp_C[[0, 2]].copy(),
+                           lambda i: ring.valid_C[i], eps=0.0)
+    state = {**ring.counter_state(), **ring.row_state({})}
+    back = RowRing(8, np.random.default_rng(1), prioritized=True, alpha=1.0)
+    assert back.load_state_dict(state) is True
+    np.testing.assert_array_equal(back.tree.tree, ring.tree.tree)
+    np.testing.assert_array_equal(back.tree.get(np.arange(4)), [4.0, 1.0, 2.0, 0.0])
+    assert back.rng.random() == ring.rng.random()
+    uniform = RowRing(8, np.random.default_rng(1))                     # saved priorities are ignored
+    assert uniform.load_state_dict(state) is True and uniform.tree is None and uniform.filled == 4
+    empty = RowRing(8, np.random.default_rng(1), prioritized=True)
+    assert empty.load_state_dict(ring.counter_state()) is False
+    assert empty.filled == 0 and empty.tree.total == 0.0
+    no_tree = RowRing(8, np.random.default_rng(1), prioritized=True)   # rows saved without a tree
+    assert no_tree.load_state_dict({k: v for k, v in state.items() if k != "tree"}) is True
+    assert no_tree.tree.total == 0.0 and no_tree.filled == 4

@@ -139,3 +139,66 @@ async def test_step_gate_cancelled_waiter_does_not_break_others():
     await gate.acquire()
     await spin()
     assert c.done() and not c.cancelled()
+
+
+def test_budget_at_ratio_one_and_with_no_steps_past_learning_starts():
+    total, limit = budget_of(1.0, 100, 400, 8, 0)
+    assert total == 300 and [limit(0), limit(296)] == [108, 400]      # one step per update
+    total, limit = budget_of(3.0, 100, 50, 8, 0)
+    assert total == 0 and limit(0) == 50                              # the run ends before learning starts
+
+
+def test_budget_limit_when_every_update_is_made_is_the_run_end():
+    # 0.3 * 5 = 1.5 -> 1 update, allowed after 1 + ceil(1 / 0.3) = 5 steps; once made, the actors may finish
+    total, limit = budget_of(0.3, 1, 6, 1, 0)
+    assert total == 1 and limit(0) == 5 and limit(1) == 6
+
+
+def test_budget_steps_needed_is_the_step_after_which_updates_are_allowed():
+    _, limit = budget_of(0.25, 100, 1000, 8, 16)
+    assert [limit.steps_needed(u) for u in (0, 1, 8, 225, 10_000)] == [100, 104, 132, 1000, 1000]
+
+
+def test_step_gate_try_acquire_stops_at_the_limit_and_freeze_grants_no_more():
+    gate = StepGate(2)
+    assert [gate.try_acquire() for _ in range(3)] == [True, True, False] and gate.steps == 2
+    gate.set_limit(5)
+    assert gate.try_acquire() and gate.steps == 3
+    gate.freeze()
+    assert gate.limit == 3 and not gate.try_acquire() and gate.steps == 3
+
+
+async def test_step_gate_try_acquire_and_advance_to_wake_watchers_at_their_step():
+    gate = StepGate(100)
+    # heap order (1, 3), (5, 1), (5, 2): the first to wake was registered last
+    late = [asyncio.create_task(gate.wait_steps(5)) for _ in range(2)]
+    first = asyncio.create_task(gate.wait_steps(1))
+    await spin()
+    assert gate.try_acquire()
+    await spin()
+    assert first.done() and first.result() is None and not any(t.done() for t in late)
+    for _ in range(4):
+        gate.try_acquire()
+    await spin()
+    assert [t.result() for t in late] == [None, None]      # woken at step 5 exactly (no exception)
+    at_9 = asyncio.create_task(gate.wait_steps(9))
+    await spin()
+    gate.advance_to(9)
+    await spin()
+    assert gate.steps == 9 and at_9.done()
+    await asyncio.wait_for(gate.wait_steps(9), 0.1)          # steps == n: returns at once
+
+
+async def test_step_gate_counts_parked_actors_and_wakes_wait_parked_at_n():
+    gate = StepGate(0)
+    two = asyncio.create_task(gate.wait_parked(2))
+    one = asyncio.create_task(gate.acquire())
+    await spin()
+    assert gate.parked == 1 and not two.done()
+    other = asyncio.create_task(gate.acquire())
+    await spin()
+    assert gate.parked == 2 and two.done() and two.result() is None
+    await asyncio.wait_for(gate.wait_parked(2), 0.1)         # parked == n: returns at once
+    gate.set_limit(2)
+    await spin()
+    assert one.done() and other.done() and gate.parked == 0 and gate.steps == 2
