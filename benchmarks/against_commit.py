@@ -7,7 +7,8 @@ minutes of a machine whose speed drifts. Each side runs its OWN copy of the benc
 this interpreter, one at a time. Measured per round and side:
   * collection: `benchmarks/collect.py` on one seed (64 actors, no learning), its interleaved ratio to the raw
     CartPole loop (the machine-speed-free figure) and its steady rate;
-  * learner: `benchmarks/learner_k.py`, ms per update at K = 1 and K = 8 (hidden 128x128) and their ratio;
+  * learner: `benchmarks/learner_k.py`, ms per update at K = 1 and K = 8 and their ratio, for hidden 64x64 (the
+    cartpole scenario's nets, `learner64_*`) and 128x128 (`learner_*`);
   * time to solve: `asyncdqn train cartpole --seed S`, its training wall-clock (summary.json train_wall_s,
     unsolved seeds counted at their full wall time) and its final 20-episode greedy mean.
 It prints medians per side and new / old for each figure (higher is better for rates and ratios to the raw
@@ -59,8 +60,11 @@ def learner(tree: Path, old: bool, seed: int) -> dict:
     line = _last_json([sys.executable, str(tree / "benchmarks" / "learner_k.py"), "--seeds", str(seed), "--rounds",
                        "3", "--updates", "200"], _env(tree if old else None), 1800)
     rows = {(r["hidden"], r["K"]): r["ensemble_ms"] for r in line["table"]}
-    return {"learner_k1_ms": rows[("128x128", 1)], "learner_k8_ms": rows[("128x128", 8)],
-            "learner_k8_over_k1": line["ratio_k8_k1"]["128x128"]}
+    out = {}
+    for hidden, tag in (("64x64", "64"), ("128x128", "")):  # 64x64: the cartpole scenario's nets
+        out |= {f"learner{tag}_k1_ms": rows[(hidden, 1)], f"learner{tag}_k8_ms": rows[(hidden, 8)],
+                f"learner{tag}_k8_over_k1": line["ratio_k8_k1"][hidden]}
+    return out
 
 
 def cartpole(tree: Path, old: bool, seed: int, tmp: Path) -> dict:
@@ -90,7 +94,8 @@ def one_round(i: int, old_tree: Path, new_tree: Path, steps: int, tmp: Path) -> 
 
 
 HIGHER_IS_BETTER = ["collect_ratio", "collect_steps_per_s"]
-LOWER_IS_BETTER = ["learner_k1_ms", "learner_k8_ms", "learner_k8_over_k1", "solve_wall_s"]
+LOWER_IS_BETTER = ["learner64_k1_ms", "learner64_k8_ms", "learner64_k8_over_k1", "learner_k1_ms", "learner_k8_ms",
+                   "learner_k8_over_k1", "solve_wall_s"]
 
 
 def compare(rows: list[dict]) -> dict:
