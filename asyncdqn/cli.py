@@ -259,36 +259,26 @@ async def _train(cfg, out: Path, progress, resume):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from asyncdqn import checkpoint
-    from asyncdqn.envs.make import env_kwargs, make_env, spec_of
-    from asyncdqn.evaluation import evaluate
+    from asyncdqn.evaluation import evaluate, load_policy
 
     if args.episodes < 1:
         raise UserError("--episodes must be >= 1")
-    path = checkpoint.resolve(args.checkpoint)
-    ckpt = checkpoint.load(path)
-    policy = checkpoint.policy_from(ckpt)
-    cfg = checkpoint.config_from(ckpt)
-    kwargs = env_kwargs(cfg, evaluation=True)
-    probe = make_env(cfg.env, kwargs)
-    try:
-        spec = spec_of(probe)
-    finally:
-        probe.close()
-    checkpoint.check_fits(policy, spec.obs_shape, spec.n_actions, cfg.env.factory or cfg.env.id)
+    saved = load_policy(args.checkpoint)
     if args.record is not None:  # first, so that an env that cannot render fails before the evaluation runs
         from asyncdqn.recording import record
 
-        rec = record(cfg, policy, args.record, args.record_episodes, args.seed, args.fps)
+        rec = record(saved.config, saved.policy, args.record, args.record_episodes, args.seed, args.fps)
         note = " (stopped at the frame limit)" if rec.truncated else ""
         print(f"recorded {len(rec.returns)} episode(s), {len(rec.frames)} frames, returns "
               f"{[round(r, 2) for r in rec.returns]} to {args.record}{note}")
-    res = evaluate(lambda: make_env(cfg.env, kwargs), policy, args.episodes, args.seed)
-    result = {"checkpoint": str(path), "env": cfg.env.factory or cfg.env.id, "episodes": args.episodes,
+    res = evaluate(saved.make_env, saved.policy, args.episodes, args.seed)
+    result = {"checkpoint": str(saved.path), "env": saved.env_name, "episodes": args.episodes,
               "seed": args.seed, "return_mean": res.mean, "return_std": res.std,
               "returns": res.returns.tolist(), "lengths": res.lengths.tolist()}
-    checkpoint.atomic_write_text(path.parent / "eval.json", json.dumps(result, indent=2))
+    out = saved.path.parent / "eval.json"
+    checkpoint.atomic_write_text(out, json.dumps(result, indent=2))
     print(f"{result['env']}: greedy return {res.mean:.2f} ± {res.std:.2f} over {args.episodes} episodes "
-          f"(written to {path.parent / 'eval.json'})")
+          f"(written to {out})")
     return 0
 
 

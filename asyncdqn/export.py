@@ -159,22 +159,10 @@ def add_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _policy_and_observations(run: str, seed: int):
     """The run's policy, its checkpoint path, and PARITY_OBSERVATIONS observations of its greedy rollouts."""
-    from asyncdqn import checkpoint
-    from asyncdqn.envs.make import env_kwargs, make_env, spec_of
+    from asyncdqn.evaluation import load_policy
 
-    path = checkpoint.resolve(run)
-    ckpt = checkpoint.load(path)
-    policy = checkpoint.policy_from(ckpt)
-    cfg = checkpoint.config_from(ckpt)
-    kwargs = env_kwargs(cfg, evaluation=True)
-    probe = make_env(cfg.env, kwargs)
-    try:
-        spec = spec_of(probe)
-    finally:
-        probe.close()
-    checkpoint.check_fits(policy, spec.obs_shape, spec.n_actions, cfg.env.factory or cfg.env.id)
-    obs = record_observations(lambda: make_env(cfg.env, kwargs), policy, PARITY_OBSERVATIONS, seed)
-    return policy, path, obs
+    saved = load_policy(run)
+    return saved.policy, saved.path, record_observations(saved.make_env, saved.policy, PARITY_OBSERVATIONS, seed)
 
 
 def command(args: argparse.Namespace) -> int:
