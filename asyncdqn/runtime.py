@@ -86,7 +86,7 @@ async def run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], None
         except ImportError as exc:
             if exc.name is None or exc.name.split(".")[0] != "ray":
                 raise
-            raise UserError("--backend ray needs Ray: pip install -e '.[ray]'") from None
+            raise UserError("--backend ray needs Ray: pip install 'asyncdqn[ray]' (from a checkout: pip install -e '.[ray]')") from None
         collection_class, session = RayCollection, ray_session(cfg.backend)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

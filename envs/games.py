@@ -31,7 +31,7 @@ import numpy as np
 from asyncdqn.errors import UserError, first_line
 
 MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
-INSTALL_HINT = "pip install -e '.[games]'"
+INSTALL_HINT = "pip install 'asyncdqn[games]' (from a checkout: pip install -e '.[games]')"
 
 
 def _import_games_module(name: str, what: str) -> ModuleType:

@@ -75,7 +75,7 @@ def test_missing_games_extra_is_a_one_line_user_error(monkeypatch, factory, kwar
     with pytest.raises(UserError) as info:
         make_env(EnvConfig(factory=factory), kwargs)
     message = str(info.value)
-    assert "\n" not in message and module in message and "pip install -e '.[games]'" in message
+    assert "\n" not in message and module in message and "pip install 'asyncdqn[games]'" in message
 
 
 def test_unknown_minatar_game():

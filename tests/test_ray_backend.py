@@ -137,7 +137,8 @@ def test_backend_ray_without_ray_installed_says_how_to_install(capsys, tmp_path,
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
     rc = main(["train", "cartpole", "--quiet", "--out", str(tmp_path / "r"), "--backend", "ray"])
     err = capsys.readouterr().err
-    assert rc == 2 and err == "asyncdqn: error: --backend ray needs Ray: pip install -e '.[ray]'\n"
+    assert rc == 2 and err == ("asyncdqn: error: --backend ray needs Ray: pip install 'asyncdqn[ray]' "
+                               "(from a checkout: pip install -e '.[ray]')\n")
     assert not (tmp_path / "r").exists()
 
 
