@@ -72,14 +72,16 @@ class Learner:
     """Holds the online ensemble, the target and the optimizer. Not thread-safe: one caller at a time."""
 
     def __init__(self, cfg: LearnerConfig, merge_cfg: MergeConfig, obs_shape: int | tuple, n_actions: int, seed: int,
-                 input_scale: float = 1.0):
-        """obs_shape: an int (a flat observation) or a shape; image shapes get conv nets (`learner.net`)."""
+                 input_scale: float = 1.0, obs_classes: int = 0):
+        """obs_shape: an int (a flat observation) or a shape; image shapes get conv nets (`learner.net`).
+        obs_classes: N > 0 for Discrete(N) observations (shape ()), which get a one-hot MLP."""
         self.cfg, self.merge_cfg = cfg, merge_cfg
         k = cfg.num_nets
         shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
 
         def make(k_nets: int):
-            return make_qnet(k_nets, shape, n_actions, cfg.hidden, cfg.dueling, cfg.net, cfg.torso, input_scale)
+            return make_qnet(k_nets, shape, n_actions, cfg.hidden, cfg.dueling, cfg.net, cfg.torso, input_scale,
+                             obs_classes)
 
         self.online = make(k).reset_parameters(seed)
         if merge_cfg.space == "params":

@@ -155,7 +155,8 @@ def build(cfg: RunConfig, out_dir: Path, stop: asyncio.Event, interrupt: asyncio
     env_meta = getattr(first_env.unwrapped, "policy_metadata", lambda: {})()
     k = cfg.learner.num_nets
     learner = Learner(cfg.learner, cfg.merge, spec.obs_shape, spec.n_actions, int(seq_init.generate_state(1)[0]),
-                      input_scale_for(spec.obs_dtype, first_env.observation_space.high))
+                      input_scale_for(spec.obs_dtype, getattr(first_env.observation_space, "high", 1.0)),
+                      spec.obs_classes)  # a Discrete space has no `high`; only conv nets scale their input
     acting = copy.deepcopy(learner.online).requires_grad_(False)
     if cfg.replay.frames == "stack" and len(spec.obs_shape) < 2:
         raise UserError(f"config: replay.frames = 'stack' needs stacked frames; this env's observations have "

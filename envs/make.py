@@ -4,6 +4,11 @@ Place in the flow: feeds actors and evaluation. Any failure to build an env is a
 Every env comes through the same door: `env.factory(**kwargs)` or `gymnasium.make(env.id, **kwargs)`, with
 `env.kwargs` (plus `env.eval_kwargs` for evaluation copies). Nothing here knows a particular env; the ids of
 the envs shipped in this package are registered by importing it (asyncdqn/envs/__init__.py).
+
+Observation spaces (as SB3 reads them): a Box goes to the net as it is; a Discrete(N) one reaches replay as one
+integer per row and the net one-hot encodes it (EnvSpec.obs_classes); MultiDiscrete, MultiBinary, Dict and
+Tuple are flattened here by gymnasium's FlattenObservation (Discrete parts one-hot, image keys flattened too:
+no conv torso), for training and evaluation envs alike.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ from asyncdqn.config import EnvConfig, RunConfig
 from asyncdqn.errors import UserError, first_line
 
 
+_FLATTENED = (gym.spaces.MultiDiscrete, gym.spaces.MultiBinary, gym.spaces.Dict, gym.spaces.Tuple)
+
+
 class EnvSpec(NamedTuple):
     obs_shape: tuple
     obs_dtype: np.dtype
     n_actions: int
+    obs_classes: int = 0  # N for Discrete(N) observations (shape (), integers), 0 for Box ones
 
     @property
     def obs_size(self) -> int:
@@ -64,16 +73,40 @@ def make_env(env_cfg: EnvConfig, kwargs: dict) -> gym.Env:
         raise UserError(f"env {name!r} could not be built: {first_line(exc, 400)}") from None
     if not isinstance(env, gym.Env):
         raise UserError(f"env factory {env_cfg.factory!r} returned {type(env).__name__}, not a gymnasium.Env")
-    return env
+    return flattened(env)
+
+
+def flattened(env: gym.Env) -> gym.Env:
+    """The env, its observations flattened to a Box if they are MultiDiscrete, MultiBinary, Dict or Tuple (or
+    Discrete with start != 0, which one-hot encodes them: the compact path assumes 0..N-1)."""
+    space = env.observation_space
+    offset = isinstance(space, gym.spaces.Discrete) and int(space.start) != 0
+    if not (isinstance(space, _FLATTENED) or offset):
+        return env
+    try:
+        return gym.wrappers.FlattenObservation(env)
+    except (NotImplementedError, TypeError, ValueError) as exc:
+        raise UserError(f"cannot flatten the observation space {space} ({first_line(exc, 200)}); "
+                        f"{_OBS_HINT}") from None
+
+
+_OBS_HINT = ("asyncdqn reads Box, Discrete, MultiDiscrete, MultiBinary and Dict/Tuple of those: wrap the env in a "
+             "gymnasium.ObservationWrapper that returns a Box (an env.factory)")
 
 
 def spec_of(env: gym.Env) -> EnvSpec:
-    """Shape, dtype and action count; DQN needs a Discrete action space and a Box observation space."""
+    """Shape, dtype and action count; DQN needs a Discrete action space, and a Box or Discrete observation
+    space (what `make_env` leaves after flattening the others)."""
+    if isinstance(env.action_space, gym.spaces.Box):
+        raise UserError(f"DQN needs a Discrete action space; this env has {env.action_space}: discretise it with "
+                        f"gymnasium.wrappers.DiscretizeAction(env, bins=5) (gymnasium >= 1.1) in an env.factory")
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise UserError(f"DQN needs a Discrete action space; this env has {env.action_space}")
     space = env.observation_space
+    if isinstance(space, gym.spaces.Discrete):
+        return EnvSpec((), np.dtype(np.int64), int(env.action_space.n), int(space.n))
     if not isinstance(space, gym.spaces.Box):
-        raise UserError(f"asyncdqn needs a Box observation space; this env has {space}")
+        raise UserError(f"this env's observation space is {space}; {_OBS_HINT}")
     dtype = np.dtype(np.uint8) if space.dtype == np.uint8 else np.dtype(np.float32)
     return EnvSpec(tuple(space.shape), dtype, int(env.action_space.n))
 

@@ -24,13 +24,18 @@ def auto_torso(obs_shape: tuple) -> str:
 
 
 def make_qnet(k: int, obs_shape: tuple, n_actions: int, hidden: tuple = (128, 128), dueling: bool = False,
-              kind: str = "auto", torso: str = "auto", input_scale: float = 1.0) -> nn.Module:
+              kind: str = "auto", torso: str = "auto", input_scale: float = 1.0, obs_classes: int = 0) -> nn.Module:
     """The K-net ensemble for these observations (parameters not yet initialised: call reset_parameters).
 
     kind: "conv", "mlp", or "auto" (conv for image-like (C, H, W) observations, see `is_image_shape`).
     hidden: the MLP's widths; a conv net's fc width comes with its torso (512 Nature, 128 MinAtar).
     input_scale: conv nets only (see the module docstring); the MLP sees the raw values, as it always has.
+    obs_classes: N > 0 for Discrete(N) observations (one integer each): an MLP that one-hot encodes them.
     """
+    if obs_classes:
+        if kind == "conv":
+            raise UserError("learner.net = 'conv' needs image observations; this env's are Discrete (integers)")
+        return EnsembleQNet(k, obs_classes, n_actions, tuple(hidden), dueling, obs_classes)
     if kind == "auto":
         kind = "conv" if is_image_shape(tuple(obs_shape)) else "mlp"
     if kind == "mlp":

@@ -5,7 +5,10 @@ Place in the flow: used by actors (batched inference), the learner (training) an
 Every layer holds weights shaped [K, in, out]; one `torch.baddbmm` runs all K nets, each on its own rows,
 so one forward and one backward pass train the whole ensemble (each net on its own minibatch).
 
-Legend: K nets, B rows per net, O observation size (flattened), A actions, H hidden width.
+Legend: K nets, B rows per net, O observation size (flattened), A actions, H hidden width, N classes.
+
+Discrete observations (`obs_classes` = N > 0) arrive as one integer per row and are one-hot encoded inside
+`forward`, so replay, actors, evaluation and exported policies all hand the net the same compact integers.
 """
 
 from __future__ import annotations
@@ -38,12 +41,21 @@ class EnsembleLinear(nn.Module):
 
 
 class EnsembleQNet(nn.Module):
-    """K MLP Q-nets (optionally dueling). `forward(x_KBO) -> q_KBA`."""
+    """K MLP Q-nets (optionally dueling). `forward(x_KBO) -> q_KBA`.
 
-    def __init__(self, k: int, obs_size: int, n_actions: int, hidden: tuple = (128, 128), dueling: bool = False):
+    obs_classes = N > 0: observations are integers in [0, N), x_KB (or x_KB1), one-hot encoded to N inputs
+    (obs_size must be N); such a net reads observations of shape () (`obs_shape`, as a conv net's does).
+    """
+
+    def __init__(self, k: int, obs_size: int, n_actions: int, hidden: tuple = (128, 128), dueling: bool = False,
+                 obs_classes: int = 0):
         super().__init__()
+        if obs_classes and obs_size != obs_classes:
+            raise ValueError(f"a one-hot MLP reads obs_classes = {obs_classes} inputs, not obs_size = {obs_size}")
         self.k, self.obs_size, self.n_actions = k, obs_size, n_actions
-        self.hidden, self.dueling = tuple(hidden), dueling
+        self.hidden, self.dueling, self.obs_classes = tuple(hidden), dueling, int(obs_classes)
+        if self.obs_classes:
+            self.obs_shape = ()  # what checkpoint.check_fits and export read for nets with a fixed input shape
         sizes = (obs_size, *hidden)
         self.torso = nn.ModuleList(EnsembleLinear(k, a, b) for a, b in zip(sizes, sizes[1:]))
         self.head = EnsembleLinear(k, sizes[-1], n_actions)
@@ -58,15 +70,23 @@ class EnsembleQNet(nn.Module):
         return self
 
     def spec(self) -> dict:
-        return {"k": self.k, "obs_size": self.obs_size, "n_actions": self.n_actions,
+        """The fields `from_spec` rebuilds from; "obs_classes" only for one-hot nets (Box specs are as before)."""
+        spec = {"k": self.k, "obs_size": self.obs_size, "n_actions": self.n_actions,
                 "hidden": list(self.hidden), "dueling": self.dueling}
+        return {**spec, "obs_classes": self.obs_classes} if self.obs_classes else spec
 
     @classmethod
     def from_spec(cls, spec: dict) -> "EnsembleQNet":
-        return cls(spec["k"], spec["obs_size"], spec["n_actions"], tuple(spec["hidden"]), spec["dueling"])
+        return cls(spec["k"], spec["obs_size"], spec["n_actions"], tuple(spec["hidden"]), spec["dueling"],
+                   int(spec.get("obs_classes", 0)))
+
+    def _one_hot(self, x_KB: torch.Tensor) -> torch.Tensor:
+        """x_KB (any dtype holding integers) -> x_KBN float; a comparison, so TorchScript and ONNX export it."""
+        classes_N = torch.arange(self.obs_classes, device=x_KB.device)
+        return (x_KB.reshape(*x_KB.shape[:2], 1).long() == classes_N).float()
 
     def forward(self, x_KBO: torch.Tensor) -> torch.Tensor:
-        h = x_KBO.reshape(*x_KBO.shape[:2], -1).float()
+        h = self._one_hot(x_KBO) if self.obs_classes else x_KBO.reshape(*x_KBO.shape[:2], -1).float()
         for layer in self.torso:
             h = torch.relu(layer(h))
         adv = self.head(h)
@@ -80,15 +100,15 @@ class EnsembleQNet(nn.Module):
 
 
 def numpy_forward(net: nn.Module) -> Callable[[np.ndarray], np.ndarray] | None:
-    """x_KBO -> q_KBA in numpy for an MLP ensemble (None for other nets): the actors' inference path.
+    """x_KBO -> q_KBA in numpy for a Box-input MLP ensemble (None for other nets): the actors' inference path.
 
     For the small batches actors send (K x a few rows), torch's per-op dispatch (~20 us an op here) is
     most of a forward pass; numpy's matmul does the same 64x64 net about 5x faster. The arrays are views
     of the net's parameters, so `copy_params_` into the net shows through without rebuilding anything.
     Results equal torch's up to float32 rounding (ties in argmax may break the other way).
     """
-    if not isinstance(net, EnsembleQNet):
-        return None
+    if not isinstance(net, EnsembleQNet) or net.obs_classes:
+        return None  # one-hot nets take the torch path: their first layer is a row lookup, cheap either way
     layers = [(lay.weight.detach().numpy(), lay.bias.detach().numpy()) for lay in net.torso]
     w_head, b_head = net.head.weight.detach().numpy(), net.head.bias.detach().numpy()
     value = None if net.value is None else (net.value.weight.detach().numpy(), net.value.bias.detach().numpy())
