@@ -52,12 +52,12 @@ SWITCH_INTERVAL_S = 0.0005
 
 @dataclass
 class Progress:
-    """A snapshot for progress displays (the CLI's rich bar)."""
+    """A snapshot for progress displays (the CLI's rich bar, which derives its rates from successive ones:
+    `progress_rates.RecentRates`)."""
 
     env_steps: int = 0
     total_steps: int = 0
     updates: int = 0
-    steps_per_s: float = 0.0
     recent_return: float = math.nan
     queue_depth: int = 0
     merge_weights: list = field(default_factory=list)
@@ -289,11 +289,10 @@ async def evaluate_periodically(p: Parts) -> None:
 
 async def report(p: Parts, progress: Callable[[Progress], None]) -> None:
     while True:
-        wall = p.wall()
-        progress(Progress(p.gate.steps, p.cfg.total_steps, p.state.updates, p.gate.steps / max(1e-9, wall),
+        progress(Progress(p.gate.steps, p.cfg.total_steps, p.state.updates,
                           float(np.mean(p.recent)) if p.recent else math.nan, p.collection.queue_depth(),
                           [round(float(w), 3) for w in p.learner.weights_K], p.state.last_eval,
-                          evals=p.state.evals, wall_s=wall))
+                          evals=p.state.evals, wall_s=p.wall()))
         await asyncio.sleep(0.25)
 
 
