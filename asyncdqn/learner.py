@@ -10,13 +10,15 @@ Legend: K nets, B batch per net, O observation shape, A actions.
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from asyncdqn.config import LearnerConfig, MergeConfig
+from asyncdqn.config import LearnerConfig, MergeConfig, PopulationConfig
 from asyncdqn.merge import ScoreBoard, distance_to, merge_params, resync_, softmax_weights, weight_entropy
 from asyncdqn.nets import make_qnet
 from asyncdqn.nets import copy_params_
@@ -59,6 +61,30 @@ class UpdateStats(NamedTuple):
     skipped: bool  # the loss was NaN/inf and the step was not applied
 
 
+Scorer = Callable[["Learner"], np.ndarray]
+"""How good each net is now, asked at each merge (in the learner's thread): `runtime.merge_scorer` builds it."""
+
+
+def population_lrs(lrs: tuple, default: float, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Each net's learning rate: `default` for all, K given values, or K log-uniform draws from [low, high]."""
+    if not lrs:
+        return np.full(k, float(default))
+    if len(lrs) == k:
+        return np.asarray(lrs, dtype=np.float64)
+    low, high = sorted(float(v) for v in lrs)
+    return np.exp(rng.uniform(np.log(low), np.log(high), size=k))
+
+
+def scale_step_(params: list[torch.Tensor], before: list[torch.Tensor], lr_K: torch.Tensor) -> None:
+    """theta_k <- before_k + lr_k * (theta_k - before_k): an optimizer step taken with lr = 1, rescaled per net.
+
+    Adam's step is linear in its learning rate (no weight decay), so this is Adam with a [K] learning-rate
+    vector inside the one batched optimizer, not K optimizers."""
+    with torch.no_grad():
+        for p, b in zip(params, before):
+            p.sub_(b).mul_(lr_K.reshape(-1, *([1] * (p.dim() - 1)))).add_(b)
+
+
 class MergeEvent(NamedTuple):
     update: int
     scores_K: np.ndarray
@@ -66,16 +92,19 @@ class MergeEvent(NamedTuple):
     entropy: float
     distance_K: np.ndarray  # each online net's parameter distance from the merge, before re-sync
     q_std: float            # disagreement: std over the K nets of Q(s, a), averaged over a batch of s and all a
+    lrs_K: np.ndarray       # each net's learning rate after the merge (population mode may change them)
 
 
 class Learner:
     """Holds the online ensemble, the target and the optimizer. Not thread-safe: one caller at a time."""
 
     def __init__(self, cfg: LearnerConfig, merge_cfg: MergeConfig, obs_shape: int | tuple, n_actions: int, seed: int,
-                 input_scale: float = 1.0, obs_classes: int = 0):
+                 input_scale: float = 1.0, obs_classes: int = 0, population: PopulationConfig | None = None):
         """obs_shape: an int (a flat observation) or a shape; image shapes get conv nets (`learner.net`).
-        obs_classes: N > 0 for Discrete(N) observations (shape ()), which get a one-hot MLP."""
+        obs_classes: N > 0 for Discrete(N) observations (shape ()), which get a one-hot MLP.
+        population: per-net learning rates (and PBT's explore step), see `PopulationConfig`."""
         self.cfg, self.merge_cfg = cfg, merge_cfg
+        self.population = population or PopulationConfig()
         k = cfg.num_nets
         shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
 
@@ -84,17 +113,23 @@ class Learner:
                              obs_classes)
 
         self.online = make(k).reset_parameters(seed)
-        if merge_cfg.space == "params":
-            self.target = make(1)
+        if merge_cfg.space in ("params", "averaged"):
+            # params: the merged net; averaged: a ring of the last `snapshots` merged nets, all the first net at first
+            self.target = make(1 if merge_cfg.space == "params" else merge_cfg.snapshots)
             with torch.no_grad():
                 for t, p in zip(self.target.parameters(), self.online.parameters()):
-                    t.copy_(p[:1])
+                    t.copy_(p[:1].expand_as(t))
         else:
             self.target = copy.deepcopy(self.online)  # the K lagged copies
         self.target.requires_grad_(False)
         self.weights_K = np.full(k, 1.0 / k)
-        # fused Adam: one kernel for all parameters; small nets on CPU are bound by per-op overhead.
-        self.opt = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, fused=True)
+        self.rng = np.random.default_rng(seed)  # population draws and PBT's explore step
+        self.lrs_K = population_lrs(self.population.lrs, cfg.lr, k, self.rng)
+        self.per_net_lr = bool(len(set(self.lrs_K.tolist())) > 1 or self.population.explore)
+        # fused Adam: one kernel for all parameters; small nets on CPU are bound by per-op overhead. With
+        # per-net learning rates it steps with lr = 1 and `scale_step_` applies each net's rate.
+        self.opt = torch.optim.Adam(self.online.parameters(), lr=1.0 if self.per_net_lr else cfg.lr, fused=True)
+        self.snapshot_next = 1 % merge_cfg.snapshots  # averaged: the ring slot the next merge overwrites
         self.losses = ScoreBoard(k, merge_cfg.score_window)
         self.updates = 0
         self.skipped = 0
@@ -105,6 +140,8 @@ class Learner:
         flat = next_obs_KBO.reshape(1, k * b, *next_obs_KBO.shape[2:])
         if self.merge_cfg.space == "params":
             return self.target(flat).reshape(k, b, -1)
+        if self.merge_cfg.space == "averaged":
+            return self.target(flat.expand(self.target.k, *flat.shape[1:])).mean(0).reshape(k, b, -1)
         w = torch.as_tensor(self.weights_K, dtype=torch.float32).reshape(-1, 1, 1)
         q_lag = self.target(flat.expand(self.target.k, *flat.shape[1:]))
         return (q_lag * w).sum(0).reshape(k, b, -1)
@@ -138,10 +175,16 @@ class Learner:
         if not torch.isfinite(norm_K).all():  # a finite loss can still give inf gradients
             self.opt.zero_grad(set_to_none=True)
             return self._skip(loss_np, td_abs)
-        self.opt.step()
+        if self.per_net_lr:
+            params = list(self.online.parameters())
+            before = [p.detach().clone() for p in params]
+            self.opt.step()
+            scale_step_(params, before, torch.as_tensor(self.lrs_K, dtype=params[0].dtype))
+        else:
+            self.opt.step()
         self.updates += 1
         self.bad_in_a_row = 0
-        self.losses.add_losses(loss_np)
+        self.losses.add_losses(loss_np, self.updates)
         return UpdateStats(loss_np, td_abs, float(q.detach().mean()), False)
 
     def _skip(self, loss_np: np.ndarray, td_abs: np.ndarray) -> UpdateStats:
@@ -154,38 +197,70 @@ class Learner:
     def diverged(self) -> bool:
         return self.bad_in_a_row >= self.cfg.max_bad_updates
 
-    def merge(self, return_scores_K: np.ndarray, probe_BO: torch.Tensor | None = None) -> MergeEvent:
-        """The softmax target merge; the score kind comes from the merge config. `probe_BO` (replay rows)
-        measures how much the K nets disagree just before the merge."""
+    def merge(self, scores_K: np.ndarray, probe_BO: torch.Tensor | None = None) -> MergeEvent:
+        """The softmax target merge on `scores_K` (from the run's scorer). `probe_BO` (replay rows) measures how
+        much the K nets disagree just before the merge."""
         q_std = float("nan")
         if probe_BO is not None and self.online.k > 1:
             with torch.no_grad():
                 q_std = float(self.online.forward_all(probe_BO).std(0).mean())
-        scores = return_scores_K if self.merge_cfg.score == "return" else self.losses.scores("td_loss")
-        w = softmax_weights(scores, self.merge_cfg.tau)
+        w = softmax_weights(scores_K, self.merge_cfg.tau)
         self.weights_K = w
         online = list(self.online.parameters())
         merged = merge_params(online, w)
         dist = distance_to(online, merged)  # before re-sync: how far each net wandered since the last merge
-        if self.merge_cfg.space == "params":
+        space = self.merge_cfg.space
+        if space in ("params", "averaged"):
+            slot = 0 if space == "params" else self.snapshot_next
             with torch.no_grad():
                 for t, m in zip(self.target.parameters(), merged):
-                    t.copy_(m)
+                    t[slot:slot + 1].copy_(m)
+            self.snapshot_next = (self.snapshot_next + 1) % self.merge_cfg.snapshots
             resync_(online, merged, self.merge_cfg.resync)
         else:
             copy_params_(self.target, self.online)  # the lagged copies; weights apply to their outputs
-        return MergeEvent(self.updates, np.asarray(scores, dtype=float), w, weight_entropy(w), dist, q_std)
+        if self.population.explore and self.online.k > 1:
+            self.explore(w)
+        return MergeEvent(self.updates, np.asarray(scores_K, dtype=float), w, weight_entropy(w), dist, q_std,
+                          self.lrs_K.copy())
 
-    def run(self, batches: list[Batch], return_scores_K: np.ndarray) -> tuple[list[UpdateStats], list[MergeEvent]]:
-        """Blocking: apply the batches in order, merging after every `merge.every`-th update."""
+    def explore(self, w_K: np.ndarray) -> None:
+        """PBT's explore step (Jaderberg et al. 2017), after the merge did a soft exploit: the lowest-weight net
+        takes the top net's learning rate times 0.8 or 1.25."""
+        low, top = int(np.argmin(w_K)), int(np.argmax(w_K))
+        if low != top:
+            self.lrs_K[low] = self.lrs_K[top] * float(self.rng.choice([0.8, 1.25]))
+
+    def heldout_scores(self, batch: Batch) -> np.ndarray:
+        """Minus each net's mean Huber TD error on one batch of held-out rows (the same rows for every net),
+        against the current target: y = ret + disc * max_a Q_target(s', a), one y for all K."""
+        with torch.no_grad():
+            obs = torch.as_tensor(batch.obs_KBO[0])
+            next_obs = torch.as_tensor(batch.next_obs_KBO[:1])
+            q_next = self.target_q(next_obs)[0]                                         # [B, A]
+            y = torch.as_tensor(batch.ret_KB[0]) + torch.as_tensor(batch.disc_KB[0]) * q_next.max(-1).values
+            act = torch.as_tensor(batch.act_KB[0]).reshape(1, -1, 1).expand(self.online.k, -1, 1)
+            q = self.online.forward_all(obs).gather(-1, act).squeeze(-1)                # [K, B]
+            loss = F.huber_loss(q, y.expand_as(q), reduction="none", delta=self.cfg.huber_delta).mean(1)
+        return -loss.numpy().astype(np.float64)
+
+    def run(self, batches: list[Batch], scorer: Scorer | np.ndarray) -> tuple[list[UpdateStats], list[MergeEvent]]:
+        """Blocking: apply the batches in order, merging after every `merge.every`-th update with the scores
+        `scorer(self)` gives then (or fixed scores, given as an array)."""
         stats, merges = [], []
         for batch in batches:
             if self.diverged:
                 break
             stats.append(self.update(batch))
             if not stats[-1].skipped and self.updates % self.merge_cfg.every == 0:
-                merges.append(self.merge(return_scores_K, torch.as_tensor(batch.obs_KBO[0])))
+                scores = scorer(self) if callable(scorer) else scorer
+                merges.append(self.merge(scores, torch.as_tensor(batch.obs_KBO[0])))
         return stats, merges
+
+    @property
+    def last_merge(self) -> int:
+        """The update count of the latest merge (0 before the first)."""
+        return self.updates - self.updates % self.merge_cfg.every
 
     def policy_weights(self) -> np.ndarray:
         return np.asarray(self.weights_K, dtype=np.float32)
@@ -194,7 +269,8 @@ class Learner:
         return {"online": self.online.state_dict(), "target": self.target.state_dict(),
                 "opt": self.opt.state_dict(), "weights": np.asarray(self.weights_K, dtype=np.float64),
                 "updates": self.updates, "skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row,
-                "losses": self.losses.state_dict()}
+                "losses": self.losses.state_dict(), "lrs": self.lrs_K.copy(), "snapshot_next": self.snapshot_next,
+                "rng": json.dumps(self.rng.bit_generator.state)}
 
     def load_state_dict(self, state: dict) -> None:
         self.online.load_state_dict(state["online"])
@@ -204,3 +280,7 @@ class Learner:
         self.updates, self.skipped = int(state["updates"]), int(state["skipped"])
         self.bad_in_a_row = int(state["bad_in_a_row"])
         self.losses.load_state_dict(state["losses"])
+        if "lrs" in state:  # absent in checkpoints from before population mode
+            self.lrs_K = np.asarray(state["lrs"], dtype=np.float64)
+            self.snapshot_next = int(state["snapshot_next"])
+            self.rng.bit_generator.state = json.loads(state["rng"])

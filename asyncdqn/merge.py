@@ -38,10 +38,14 @@ def standardise(scores_K: np.ndarray) -> np.ndarray:
 
 
 def softmax_weights(scores_K: np.ndarray, tau: float) -> np.ndarray:
-    """softmax(standardise(scores) / tau); tau = inf gives the uniform average."""
+    """softmax(standardise(scores) / tau); tau = inf gives the uniform average, tau = 0 copies the best net
+    (its limit: the weight is shared equally among the nets tied at the top score)."""
     z = standardise(scores_K)
     if math.isinf(tau):
         return np.full(len(z), 1.0 / len(z))
+    if tau == 0:
+        top = (z == z.max()).astype(np.float64)
+        return top / top.sum()
     logits = z / tau
     e = np.exp(logits - logits.max())
     return e / e.sum()
@@ -78,30 +82,38 @@ def distance_to(params_K: Sequence[torch.Tensor], merged: Sequence[torch.Tensor]
 
 
 class ScoreBoard:
-    """Recent performance of each net: its actors' episode returns, and its TD losses."""
+    """Recent performance of each net: its actors' episode returns, and its TD losses, each stamped with the
+    learner update count at which it was recorded (so a score can count only what came after a merge)."""
 
     def __init__(self, k: int, window: int):
-        self.returns = [deque(maxlen=window) for _ in range(k)]
-        self.losses = [deque(maxlen=window) for _ in range(k)]
+        self.returns: list[deque] = [deque(maxlen=window) for _ in range(k)]  # (value, update) pairs
+        self.losses: list[deque] = [deque(maxlen=window) for _ in range(k)]
 
-    def add_return(self, net: int, ret: float) -> None:
-        self.returns[net].append(ret)
+    def add_return(self, net: int, ret: float, at: int = 0) -> None:
+        self.returns[net].append((float(ret), int(at)))
 
-    def add_losses(self, loss_K: np.ndarray) -> None:
+    def add_losses(self, loss_K: np.ndarray, at: int = 0) -> None:
         for dq, loss in zip(self.losses, loss_K):
-            dq.append(float(loss))
+            dq.append((float(loss), int(at)))
 
     def state_dict(self) -> dict:
-        return {"returns": [list(d) for d in self.returns], "losses": [list(d) for d in self.losses]}
+        return {"returns": [[list(v) for v in d] for d in self.returns],
+                "losses": [[list(v) for v in d] for d in self.losses]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Entries are [value, update] pairs, or plain values in checkpoints from before the stamps (update 0)."""
         for dqs, saved in ((self.returns, state["returns"]), (self.losses, state["losses"])):
             for dq, values in zip(dqs, saved):
                 dq.clear()
-                dq.extend(float(v) for v in values)
+                dq.extend((float(v[0]), int(v[1])) if isinstance(v, (list, tuple)) else (float(v), 0) for v in values)
 
-    def scores(self, kind: str) -> np.ndarray:
-        """Mean recent return, or minus the mean recent TD loss; NaN for a net with no data yet."""
+    def scores(self, kind: str, since: int = 0) -> np.ndarray:
+        """Mean recent return, or minus the mean recent TD loss, over the entries stamped at update >= since;
+        NaN for a net with none."""
         source = self.returns if kind == "return" else self.losses
         sign = 1.0 if kind == "return" else -1.0
-        return np.array([sign * float(np.mean(d)) if d else np.nan for d in source])
+        out = []
+        for d in source:
+            values = [v for v, at in d if at >= since]
+            out.append(sign * float(np.mean(values)) if values else np.nan)
+        return np.array(out)

@@ -32,6 +32,7 @@ from asyncdqn.metrics import MetricsWriter
 from asyncdqn.nets import EnsembleQNet, GreedyPolicy
 from asyncdqn.replay import FramePool, ReplayPool
 from asyncdqn.schedule import StepGate
+from asyncdqn.scoring import HeldOutSplit, MemberScorer
 
 
 @dataclass
@@ -78,6 +79,9 @@ class Parts:
     stop: asyncio.Event
     interrupt: asyncio.Event
     t0: float
+    heldout: HeldOutSplit | None = None    # merge.score = "heldout_td": the rows no net trains on
+    scorer: MemberScorer | None = None     # merge.score = "greedy": each net's own greedy episodes
+    members: MemberScorer | None = None    # eval.members: each net's greedy return at every periodic eval
     writer: MetricsWriter | None = None
     recent: deque = field(default_factory=lambda: deque(maxlen=20))  # last training returns, any net
 
@@ -102,6 +106,7 @@ def payload(p: Parts, policy: GreedyPolicy, wall: float) -> dict:
         "replay": p.replay.state_dict(with_rows=p.cfg.checkpoint_replay),
         "actors": p.collection.actor_states(),
         "returns": p.returns.state_dict(),
+        **({"heldout": p.heldout.state_dict(with_rows=p.cfg.checkpoint_replay)} if p.heldout else {}),
         "run": {"env_steps": p.gate.steps, "updates": s.updates, "evals": s.evals, "last_eval": s.last_eval,
                 "next_eval": s.next_eval, "wall_s": s.wall_before + wall, "best_mean": s.best.mean,
                 "best_env_steps": s.best.env_steps},
@@ -129,6 +134,8 @@ def restore(p: Parts, resume: dict) -> None:
     p.learner.load_state_dict(resume["learner"])
     p.replay.load_state_dict(resume["replay"])
     p.returns.load_state_dict(resume["returns"])
+    if p.heldout is not None and "heldout" in resume:
+        p.heldout.load_state_dict(resume["heldout"])
     p.collection.load_actor_states(resume["actors"])
     saved, s = resume["run"], p.state
     p.gate.steps = int(saved["env_steps"])
@@ -143,7 +150,7 @@ def restore(p: Parts, resume: dict) -> None:
 
 def merge_record(m: MergeEvent, steps: int, replay: ReplayPool | FramePool) -> dict:
     return {"kind": "merge", "env_steps": steps, "updates": m.update, "scores": m.scores_K, "weights": m.weights_K,
-            "entropy": m.entropy, "distance": m.distance_K, "q_disagreement": m.q_std,
+            "entropy": m.entropy, "distance": m.distance_K, "q_disagreement": m.q_std, "lrs": m.lrs_K,
             "replay_share": replay.share_by_net()}
 
 

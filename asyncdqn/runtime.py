@@ -35,14 +35,15 @@ from asyncdqn.config import RunConfig, to_toml
 from asyncdqn.envs.make import env_kwargs, make_env, spec_of
 from asyncdqn.errors import RunFailed, UserError, first_line
 from asyncdqn.evaluation import evaluate
-from asyncdqn.learner import Learner
+from asyncdqn.learner import Learner, Scorer
 from asyncdqn.merge import ScoreBoard
 from asyncdqn.metrics import MetricsWriter, plot_learning_curve, to_json
 from asyncdqn.nets import GreedyPolicy, copy_params_, input_scale_for
 from asyncdqn.replay import FramePool, ReplayPool
 from asyncdqn.run_state import Best, Parts, RunState, diverged_message, merge_record, payload, restore, summary, \
     train_record
-from asyncdqn.schedule import StepGate, beta_at, budget, epsilon_ladder
+from asyncdqn.schedule import StepGate, actor_epsilons, beta_at, budget
+from asyncdqn.scoring import HeldOutSplit, MemberScorer
 
 # The learner thread releases the GIL inside each torch kernel and must win it back from the actors'
 # event loop for the next op; at the default 5 ms switch interval a ~1 ms update then waits up to 5 ms
@@ -139,6 +140,9 @@ async def _run(cfg: RunConfig, out_dir: Path, progress: Callable[[Progress], Non
             summary = await finish(p)
         finally:
             p.writer.close()
+            for scorer in (p.scorer, p.members):
+                if scorer is not None:
+                    scorer.close()
             await p.collection.aclose()
     plot_learning_curve(out_dir / "metrics.jsonl", out_dir / "learning_curve.png",
                         f"{cfg.scenario} (seed {cfg.seed}, K={cfg.learner.num_nets})")
@@ -156,7 +160,7 @@ def build(cfg: RunConfig, out_dir: Path, stop: asyncio.Event, interrupt: asyncio
     k = cfg.learner.num_nets
     learner = Learner(cfg.learner, cfg.merge, spec.obs_shape, spec.n_actions, int(seq_init.generate_state(1)[0]),
                       input_scale_for(spec.obs_dtype, getattr(first_env.observation_space, "high", 1.0)),
-                      spec.obs_classes)  # a Discrete space has no `high`; only conv nets scale their input
+                      spec.obs_classes, cfg.population)  # a Discrete space has no `high`; only conv nets scale their input
     acting = copy.deepcopy(learner.online).requires_grad_(False)
     if cfg.replay.frames == "stack" and len(spec.obs_shape) < 2:
         raise UserError(f"config: replay.frames = 'stack' needs stacked frames; this env's observations have "
@@ -166,15 +170,47 @@ def build(cfg: RunConfig, out_dir: Path, stop: asyncio.Event, interrupt: asyncio
                         cfg.replay.prioritized, cfg.replay.alpha, k)
     total_updates, step_limit = budget(cfg)
     gate = StepGate(step_limit(0))
-    ladder = epsilon_ladder(cfg.actors.num_actors, cfg.actors.eps_base, cfg.actors.eps_alpha)
+    ladder = actor_epsilons(cfg.actors.num_actors, k, cfg.actors.eps_base, cfg.actors.eps_alpha, cfg.actors.layout)
+    heldout = None
+    if cfg.merge.score == "heldout_td":  # its own small uniform pool, seeded apart from replay's
+        held_pool = ReplayPool(max(cfg.replay.batch_size, cfg.replay.capacity // cfg.merge.heldout_every),
+                               spec.obs_shape, spec.obs_dtype, np.random.default_rng(seq_replay.spawn(1)[0]), False,
+                               cfg.replay.alpha, k)
+        heldout = HeldOutSplit(replay, held_pool, cfg.merge.heldout_every)
     parts: list[Parts] = []  # the collection's log needs the parts it belongs to
-    collection = collection_class(cfg, seq_actors, train_kwargs, spec, first_env, acting, gate, replay, ladder,
-                                  lambda rec: parts[0].emit({**rec, "env_steps": gate.steps}))
+    collection = collection_class(cfg, seq_actors, train_kwargs, spec, first_env, acting, gate, heldout or replay,
+                                  ladder, lambda rec: parts[0].emit({**rec, "env_steps": gate.steps}))
+    make_eval_env, eval_seed = (lambda: make_env(cfg.env, eval_kwargs)), int(seq_eval.generate_state(1)[0] % 2**31)
     parts.append(Parts(cfg, Path(out_dir), spec, env_meta, learner, acting, replay, gate, total_updates, step_limit,
-                       ScoreBoard(k, cfg.merge.score_window), collection, lambda: make_env(cfg.env, eval_kwargs),
-                       int(seq_eval.generate_state(1)[0] % 2**31), RunState(next_eval=cfg.eval.every), stop,
-                       interrupt, t0))
+                       ScoreBoard(k, cfg.merge.score_window), collection, make_eval_env, eval_seed,
+                       RunState(next_eval=cfg.eval.every), stop, interrupt, t0, heldout=heldout))
+    if cfg.merge.score == "greedy":
+        parts[0].scorer = MemberScorer(make_eval_env, k, cfg.merge.score_episodes, eval_seed + 500_000)
+    if cfg.eval.members:
+        parts[0].members = MemberScorer(make_eval_env, k, cfg.eval.episodes, eval_seed)
     return parts[0]
+
+
+def merge_scorer(p: Parts) -> Scorer:
+    """What the learner asks at each merge in the coming call: the scores of `merge.score`, each over what
+    happened since the last merge when `merge.since_merge` is set."""
+    mc, cfg = p.cfg.merge, p.cfg
+    since = p.learner.last_merge if mc.since_merge else 0
+    if mc.score == "return":
+        returns = p.returns.scores("return", since)  # read on the loop: the episode hook appends to it
+        return lambda learner: returns
+    if mc.score == "td_loss":
+        return lambda learner: learner.losses.scores("td_loss", learner.last_merge if mc.since_merge else 0)
+    if mc.score == "greedy":
+        scorer = p.scorer
+        assert scorer is not None
+        return lambda learner: scorer(learner.online)
+    assert p.heldout is not None
+    held = p.heldout.held
+    if len(held) == 0:
+        return lambda learner: np.full(cfg.learner.num_nets, np.nan)
+    batch = held.sample(1, cfg.replay.batch_size)  # one batch for every merge of the call: the same rows for all K
+    return lambda learner: learner.heldout_scores(batch)
 
 
 def _resume(p: Parts, resume: dict) -> None:
@@ -189,7 +225,7 @@ def _resume(p: Parts, resume: dict) -> None:
 
 
 def on_episode(p: Parts, actor: int, net: int, ret: float, length: int) -> None:
-    p.returns.add_return(net, ret)
+    p.returns.add_return(net, ret, p.state.updates)
     p.recent.append(ret)
     p.emit({"kind": "episode", "env_steps": p.gate.steps, "actor": actor, "net": net, "return": ret,
             "length": length})
@@ -210,7 +246,7 @@ async def learn(p: Parts) -> None:
             break
         beta = beta_at(cfg.replay.beta, gate.steps, cfg.total_steps)
         batches = [p.replay.sample(cfg.learner.num_nets, cfg.replay.batch_size, beta) for _ in range(n)]
-        s.stats, merges = await asyncio.to_thread(p.learner.run, batches, p.returns.scores("return"))
+        s.stats, merges = await asyncio.to_thread(p.learner.run, batches, merge_scorer(p))
         if p.learner.diverged:
             raise RunFailed(diverged_message(p))
         s.updates += n
@@ -272,6 +308,10 @@ async def evaluate_periodically(p: Parts) -> None:
         s.evals, s.last_eval = s.evals + 1, res.mean
         p.emit({"kind": "eval", "env_steps": steps, "updates": s.updates, "mean": res.mean, "std": res.std,
                 "wall_s": p.wall()})
+        if p.members is not None:  # each net's own greedy policy, from the same starts as the ensemble's
+            means = await asyncio.to_thread(p.members, policy.net, seed)
+            p.emit({"kind": "member_eval", "env_steps": steps, "updates": s.updates, "means": means,
+                    "wall_s": p.wall()})
         score, reached = res.mean, res.mean >= ec.stop_at
         if reached and ec.confirm_episodes:
             # A 10-episode mean at the threshold is often luck; more episodes on other starts decide,

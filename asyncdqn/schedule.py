@@ -5,8 +5,8 @@ both collection backends. Plain functions and one small asyncio class; no env, n
 
 - `budget`: the replay ratio as a step limit for the actors (updates made -> env steps allowed).
 - `StepGate`: that limit on the event loop; actors take steps from it, the learner raises it.
-- `epsilon_ladder` and `epsilon_schedule`: each actor's exploration rate, the Ape-X ladder (Horgan et al.
-  2018) reached by a linear anneal from 1.
+- `epsilon_ladder`, `actor_epsilons` and `epsilon_schedule`: each actor's exploration rate, the Ape-X ladder
+  (Horgan et al. 2018) laid out over the nets and reached by a linear anneal from 1.
 - `beta_at`: the importance-sampling exponent of prioritized replay (Schaul et al. 2016), annealed to 1.
 
 Legend: N actors.
@@ -55,6 +55,21 @@ def epsilon_ladder(num_actors: int, base: float, alpha: float) -> np.ndarray:
         return np.array([base])
     i = np.arange(num_actors)
     return base ** (1.0 + alpha * i / (num_actors - 1))
+
+
+def actor_net(actor: int, num_nets: int) -> int:
+    """The net actor i acts with, and that its chunks and episodes are credited to."""
+    return actor % num_nets
+
+
+def actor_epsilons(num_actors: int, num_nets: int, base: float, alpha: float, layout: str = "balanced") -> np.ndarray:
+    """Each actor's final epsilon. Actor i acts with net i mod K; 'spread' gives actor i rung i of an N-rung
+    ladder (so net 0 owns the most exploratory actors); 'balanced' gives it rung i // K of a ceil(N / K)-rung
+    ladder, so every net owns the same epsilons (when K divides N; otherwise the last rung lacks some nets)."""
+    if layout == "spread":
+        return epsilon_ladder(num_actors, base, alpha)
+    rungs = epsilon_ladder(math.ceil(num_actors / num_nets), base, alpha)
+    return rungs[np.arange(num_actors) // num_nets]
 
 
 def epsilon_schedule(ladder_N: np.ndarray, anneal_steps: int, steps: Callable[[], int]) -> Callable[[int], float]:

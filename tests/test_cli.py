@@ -58,7 +58,7 @@ def assert_one_line_error(rc: int, err: str, *fragments: str) -> str:
     (["train", "cartpole", "--set", "replay.prioritized=1"], "replay.prioritized expects bool"),
     (["train", "cartpole", "--set", "learner.gamma=2"], "learner.gamma must be in [0, 1]"),
     (["train", "cartpole", "--set", "actors.num_actors=0"], "actors.num_actors must be >= 1"),
-    (["train", "cartpole", "--set", "merge.space=weights"], "merge.space must be 'params' or 'outputs'"),
+    (["train", "cartpole", "--set", "merge.space=weights"], "merge.space must be 'params', 'outputs' or 'averaged'"),
     (["train", "cartpole", "--set", "env.id.x=1"], "env.id.x is not a table"),
     (["train", "cartpole", "--set", "learning_starts"], "--set expects key=value"),
     (["train", "cartpole", "--env-factory", "no_colon_here"], "must look like 'pkg.module:callable'"),

@@ -1,6 +1,8 @@
 """Softmax weights, the parameter merge on two tiny nets, and K=1 reducing exactly to plain DQN."""
 
+import dataclasses
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from asyncdqn.learner import Learner
 from asyncdqn.merge import (ScoreBoard, distance_to, merge_params, resync_, softmax_weights, standardise,
                             weight_entropy)
 from asyncdqn.nets import EnsembleQNet
+from asyncdqn.runtime import merge_scorer
 from asyncdqn.transitions import Batch
 
 
@@ -169,13 +172,40 @@ def test_outputs_space_target_is_the_weighted_sum_of_the_lagged_nets_q_values():
     assert not torch.allclose(got_KBA[0], q_KBA.mean(0), atol=1e-3)
 
 
+def _parts_for_scorer(learner, score: str, since_merge: bool = False) -> SimpleNamespace:
+    """What `runtime.merge_scorer` reads of a run's parts."""
+    cfg = SimpleNamespace(merge=dataclasses.replace(learner.merge_cfg, score=score, since_merge=since_merge),
+                          learner=learner.cfg, replay=SimpleNamespace(batch_size=4))
+    board = ScoreBoard(learner.online.k, 10)
+    board.add_return(0, 5.0)                             # training returns favour net 0
+    return SimpleNamespace(cfg=cfg, learner=learner, returns=board, scorer=None, heldout=None)
+
+
 def test_td_loss_score_gives_the_net_with_the_lower_loss_the_larger_weight():
     learner = _two_different_nets(score="td_loss")
     for _ in range(3):
         learner.losses.add_losses(np.array([1.0, 0.1]))  # net 1 fits its targets better
     assert learner.losses.scores("td_loss").tolist() == pytest.approx([-1.0, -0.1])
-    w = learner.merge(np.array([5.0, 0.0])).weights_K    # the return scores are ignored under td_loss
+    scores = merge_scorer(_parts_for_scorer(learner, "td_loss"))(learner)   # the return scores are ignored
+    w = learner.merge(scores).weights_K
     assert w[1] == pytest.approx(math.exp(1) / (math.exp(-1) + math.exp(1)))
+    returns = merge_scorer(_parts_for_scorer(learner, "return"))(learner)
+    assert returns[0] == 5.0 and np.isnan(returns[1])
+
+
+def test_since_merge_scores_count_only_what_came_after_the_last_merge():
+    board = ScoreBoard(k=2, window=10)
+    board.add_return(0, 100.0, at=50)                    # before the merge at update 100
+    board.add_return(0, 10.0, at=100)
+    board.add_return(1, 20.0, at=104)
+    assert board.scores("return").tolist() == [55.0, 20.0]
+    assert board.scores("return", since=100).tolist() == [10.0, 20.0]
+    learner = _two_different_nets(score="td_loss")
+    learner.updates = 104                                  # every = 1: the last merge was at 104
+    learner.losses.add_losses(np.array([1.0, 3.0]), at=103)
+    learner.losses.add_losses(np.array([2.0, 1.0]), at=104)
+    assert merge_scorer(_parts_for_scorer(learner, "td_loss"))(learner).tolist() == [-1.5, -2.0]
+    assert merge_scorer(_parts_for_scorer(learner, "td_loss", since_merge=True))(learner).tolist() == [-2.0, -1.0]
 
 
 def test_standardise_and_entropy_compute_in_float64_whatever_the_input_dtype():
@@ -211,7 +241,11 @@ def test_score_board_keeps_a_window_per_net_and_survives_a_state_round_trip():
     restored = ScoreBoard(k=3, window=2)
     restored.add_return(0, 99.0)                          # replaced by the saved (empty) deque
     restored.load_state_dict(board.state_dict())
-    assert restored.state_dict() == {"returns": [[], [2.0, 6.0], []], "losses": [[0.5, 1.5], [1.0, 1.0], [2.0, 4.0]]}
+    assert restored.state_dict() == {"returns": [[], [[2.0, 0], [6.0, 0]], []],
+                                     "losses": [[[0.5, 0], [1.5, 0]], [[1.0, 0], [1.0, 0]], [[2.0, 0], [4.0, 0]]]}
+    old = ScoreBoard(k=3, window=2)                       # a checkpoint from before the stamps: plain values
+    old.load_state_dict({"returns": [[], [2.0, 6.0], []], "losses": [[0.5, 1.5], [1.0, 1.0], [2.0, 4.0]]})
+    assert old.state_dict() == restored.state_dict()
     restored.add_return(1, 10.0)
     assert restored.scores("return")[1] == 8.0            # the restored deque keeps its window
 

@@ -47,7 +47,7 @@ from asyncdqn.config import RunConfig
 from asyncdqn.envs.make import EnvSpec, FaultInjector, make_env
 from asyncdqn.errors import RunFailed, first_line
 from asyncdqn.nets import EnsembleQNet, numpy_forward
-from asyncdqn.schedule import StepGate
+from asyncdqn.schedule import StepGate, actor_net
 from asyncdqn.transitions import Chunk, ChunkBuilder
 
 
@@ -349,7 +349,7 @@ def make_actor(cfg: RunConfig, i: int, seq: np.random.SeedSequence, train_kwargs
         return FaultInjector(env, rate, fault_rng) if rate > 0 else env
 
     builder = ChunkBuilder(cfg.actors.chunk_rows, spec.obs_shape, spec.obs_dtype, cfg.learner.gamma,
-                           cfg.actors.n_step, net=i % cfg.learner.num_nets)
+                           cfg.actors.n_step, net=actor_net(i, cfg.learner.num_nets))
     return Actor(i, lambda: wrap(make_env(cfg.env, train_kwargs)), int(seq.generate_state(1)[0] % 2**31),
                  builder, np.random.default_rng(seq_rng), env=wrap(env) if env is not None and pool is None else None,
                  pool=pool, n_actions=spec.n_actions)

@@ -32,7 +32,7 @@ from asyncdqn.config import RunConfig
 from asyncdqn.envs.make import EnvSpec, env_kwargs
 from asyncdqn.errors import RunFailed
 from asyncdqn.nets import EnsembleQNet
-from asyncdqn.schedule import StepGate, epsilon_ladder, epsilon_schedule
+from asyncdqn.schedule import StepGate, actor_epsilons, epsilon_schedule
 from asyncdqn.transitions import Chunk
 
 PULL_WAIT_S = 0.5  # a pull answers at the latest after this, so the learner sees fresh step counts
@@ -103,7 +103,8 @@ class ActorHost:
         if actor_states is not None:
             for actor, saved in zip(self.actors, actor_states):
                 actor.load_state_dict(saved)
-        ladder = epsilon_ladder(cfg.actors.num_actors, cfg.actors.eps_base, cfg.actors.eps_alpha)[self.ids]
+        ladder = actor_epsilons(cfg.actors.num_actors, cfg.learner.num_nets, cfg.actors.eps_base, cfg.actors.eps_alpha,
+                                cfg.actors.layout)[self.ids]
         epsilon = epsilon_schedule(ladder, cfg.actors.eps_anneal_steps, lambda: self.offset + self.gate.steps)
         self.tasks = [asyncio.ensure_future(self.batcher.serve())]
         self.tasks += [asyncio.ensure_future(a.run(self.batcher, self.gate, _Stamped(self), epsilon, self._episode,
