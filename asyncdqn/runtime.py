@@ -185,9 +185,9 @@ def build(cfg: RunConfig, out_dir: Path, stop: asyncio.Event, interrupt: asyncio
                        ScoreBoard(k, cfg.merge.score_window), collection, make_eval_env, eval_seed,
                        RunState(next_eval=cfg.eval.every), stop, interrupt, t0, heldout=heldout))
     if cfg.merge.score == "greedy":
-        parts[0].scorer = MemberScorer(make_eval_env, k, cfg.merge.score_episodes, eval_seed + 500_000)
+        parts[0].scorer = MemberScorer(make_eval_env, k, cfg.merge.score_episodes)
     if cfg.eval.members:
-        parts[0].members = MemberScorer(make_eval_env, k, cfg.eval.episodes, eval_seed)
+        parts[0].members = MemberScorer(make_eval_env, k, cfg.eval.episodes)
     return parts[0]
 
 
@@ -202,9 +202,9 @@ def merge_scorer(p: Parts) -> Scorer:
     if mc.score == "td_loss":
         return lambda learner: learner.losses.scores("td_loss", learner.last_merge if mc.since_merge else 0)
     if mc.score == "greedy":
-        scorer = p.scorer
-        assert scorer is not None
-        return lambda learner: scorer(learner.online)
+        scorer, episodes, base = p.scorer, mc.score_episodes, p.eval_seed + 500_000
+        assert scorer is not None  # new starts at each merge, a function of the update count (resume-exact)
+        return lambda learner: scorer(learner.online, base + episodes * learner.updates)
     assert p.heldout is not None
     held = p.heldout.held
     if len(held) == 0:

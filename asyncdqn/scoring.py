@@ -53,20 +53,17 @@ def member_returns(envs: list[gym.Env], net: torch.nn.Module, episodes: int, see
 
 
 class MemberScorer:
-    """`member_returns` on env copies kept for the whole run, with fresh starts at each call (the same for
-    every net within a call)."""
+    """`member_returns` on env copies kept for the whole run."""
 
-    def __init__(self, make_env: Callable[[], gym.Env], k: int, episodes: int, seed: int):
-        self.make_env, self.k, self.episodes, self.seed = make_env, k, episodes, seed
+    def __init__(self, make_env: Callable[[], gym.Env], k: int, episodes: int):
+        self.make_env, self.k, self.episodes = make_env, k, episodes
         self.envs: list[gym.Env] = []
-        self.calls = 0
 
-    def __call__(self, net: torch.nn.Module, seed: int | None = None) -> np.ndarray:
-        """Each net's mean greedy return; starts from `seed`, or new ones at each call."""
+    def __call__(self, net: torch.nn.Module, seed: int) -> np.ndarray:
+        """Each net's mean greedy return over episodes starting from seeds seed, seed + 1, ..."""
         if not self.envs:
             self.envs = [self.make_env() for _ in range(self.k * self.episodes)]
-        self.calls += 1
-        return member_returns(self.envs, net, self.episodes, self.seed + 1_000 * self.calls if seed is None else seed)
+        return member_returns(self.envs, net, self.episodes, seed)
 
     def close(self) -> None:
         for env in self.envs:

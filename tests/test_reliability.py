@@ -68,10 +68,28 @@ def without_wall_clock(ckpt: dict) -> dict:
 # ---------------------------------------------------------------------------------------- exact resume
 
 
+# the merge's other scores and targets keep state of their own: held-out rows, stamped windows, the
+# averaged target's ring, population learning rates and their RNG
+MERGE_VARIANTS = {
+    "default": {},
+    "heldout_averaged_population": {"merge": {"every": 10, "score": "heldout_td", "heldout_every": 3,
+                                              "space": "averaged", "snapshots": 3, "since_merge": True},
+                                    "population": {"lrs": [1e-4, 3e-3], "explore": True}},
+    "greedy_copy_best": {"merge": {"every": 10, "score": "greedy", "score_episodes": 1, "tau": 0.0},
+                         "eval": {"every": 300, "episodes": 2, "members": True, "final_episodes": 2}},
+}
+
+
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("where", ["after_a_learner_call", "in_the_middle_of_collecting"])
-async def test_interrupted_then_resumed_run_equals_an_uninterrupted_run(tmp_path, monkeypatch, where):
-    cfg = lockstep_config()
+@pytest.mark.parametrize("where, variant", [("after_a_learner_call", "default"),
+                                            ("in_the_middle_of_collecting", "default"),
+                                            ("after_a_learner_call", "heldout_averaged_population"),
+                                            ("in_the_middle_of_collecting", "greedy_copy_best")])
+async def test_interrupted_then_resumed_run_equals_an_uninterrupted_run(tmp_path, monkeypatch, where, variant):
+    values = tiny_values(seed=3, total_steps=900, actors={"num_actors": 1}, learner={"max_lead": 0},
+                         merge={"every": 10})
+    values.update(MERGE_VARIANTS[variant])
+    cfg = config.from_dict(values)
     await runtime.run(cfg, tmp_path / "whole")
 
     stop, interrupt = asyncio.Event(), asyncio.Event()
