@@ -158,7 +158,7 @@ def resolve_key(key: str, env_kwargs: Collection[str] = ()) -> tuple[str, ...]:
             raise UserError(f"config: key {key!r} is ambiguous; use one of "
                             f"{', '.join('.'.join(p) for p in places)}")
         raise UserError(f"config: unknown key {key!r}")
-    if parts[0] not in SECTION_TYPES:
+    if parts[0] not in SECTION_TYPES or not all(parts):  # 'env..id': an empty part names no key
         raise UserError(f"config: unknown key {key!r}")
     return parts
 
