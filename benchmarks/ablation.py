@@ -77,11 +77,18 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "k4-tau0.1": ("K=4 tau=0.1", _setting(4, tau="0.1")),
     "k4-tau10": ("K=4 tau=10", _setting(4, tau="10.0")),
     "k4-tauinf": ("K=4 tau=inf (uniform)", _setting(4, tau="inf")),
+    # issue 13: scores that compare the nets under the same conditions, and the literature's baselines
+    "k4-greedy": ("K=4 score greedy per net", _setting(4, score="\"greedy\"")),
+    "k4-heldout": ("K=4 score -held-out TD", _setting(4, score="\"heldout_td\"")),
+    "k4-best": ("K=4 copy the best (tau=0)", _setting(4, tau="0.0")),
+    "k1-averaged": ("Averaged-DQN (K=1, 4 snapshots)", _setting(1, space="\"averaged\"")),
+    "k4-pop": ("K=4 population lr 1e-4..3e-3", _setting(4) + ["population.lrs=[1e-4, 3e-4, 1e-3, 3e-3]"]),
 }
 # Plot panels: which settings are compared with which.
 PANELS = {"K (default merge)": ["k1", "k2", "k4", "k8"],
           "K=4: merge space and score": ["k4", "k4-noresync", "k4-outputs", "k4-tdloss"],
-          "K=4: temperature tau": ["k4-tau0.1", "k4", "k4-tau10", "k4-tauinf"]}
+          "K=4: temperature tau": ["k4-tau0.1", "k4", "k4-tau10", "k4-tauinf"],
+          "Issue 13: scores and baselines": ["k1", "k4", "k4-greedy", "k4-heldout"]}
 
 
 @dataclass(frozen=True)

@@ -68,9 +68,13 @@ def test_every_setting_builds_a_valid_config_with_the_merge_pinned(name):
                 "k4": (4, "params", 1.0, "return", 1.0), "k8": (8, "params", 1.0, "return", 1.0),
                 "k4-noresync": (4, "params", 0.0, "return", 1.0), "k4-outputs": (4, "outputs", 1.0, "return", 1.0),
                 "k4-tdloss": (4, "params", 1.0, "td_loss", 1.0), "k4-tau0.1": (4, "params", 1.0, "return", 0.1),
-                "k4-tau10": (4, "params", 1.0, "return", 10.0), "k4-tauinf": (4, "params", 1.0, "return", math.inf)}
+                "k4-tau10": (4, "params", 1.0, "return", 10.0), "k4-tauinf": (4, "params", 1.0, "return", math.inf),
+                "k4-greedy": (4, "params", 1.0, "greedy", 1.0), "k4-heldout": (4, "params", 1.0, "heldout_td", 1.0),
+                "k4-best": (4, "params", 1.0, "return", 0.0), "k1-averaged": (1, "averaged", 1.0, "return", 1.0),
+                "k4-pop": (4, "params", 1.0, "return", 1.0)}
     m = cfg.merge
     assert (cfg.learner.num_nets, m.space, m.resync, m.score, m.tau) == expected[name]
+    assert cfg.population.lrs == ((1e-4, 3e-4, 1e-3, 3e-3) if name == "k4-pop" else ())
     assert cfg.total_steps == 50_000 and cfg.eval.stop_at == math.inf and not cfg.eval.keep_best
 
 
