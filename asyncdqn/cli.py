@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from asyncdqn import config, export
+from asyncdqn import compare, config, export, sweep
 from asyncdqn.errors import UserError, brief
 
 # torch (through asyncdqn.checkpoint and the runtime) is imported inside the commands, within main's
@@ -41,6 +41,8 @@ EXAMPLES = {
     "scenarios": ["asyncdqn scenarios --fields"],
     "backtest": ["asyncdqn backtest runs/tr", "asyncdqn backtest --policy long --start 2017-01-01"],
     "export": ["asyncdqn export runs/cp1 --format onnx", "asyncdqn export runs/cp1 --format torchscript --out cp1.pt"],
+    "sweep": ["asyncdqn sweep smoke", "asyncdqn sweep my_grid.toml --parallel 1 --out runs/g1"],
+    "compare": ["asyncdqn compare runs/sweep-smoke", "asyncdqn compare runs/g1 --baseline k1 --reps 5000"],
 }
 
 
@@ -56,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                 epilog="examples:\n  asyncdqn scenarios\n  asyncdqn train cartpole --seed 0\n"
                        "  asyncdqn train --help", formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
-                           help="train, eval, scenarios, backtest or export (each has --help)")
+                           help="train, eval, scenarios, backtest, export, sweep or compare (each has --help)")
     _train_options(_command(sub, "train", "train on a scenario (built-in name or TOML path)"))
 
     e = _command(sub, "eval", "greedy evaluation of a checkpoint")
@@ -75,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--fields", action="store_true", help="also list every config field with its meaning")
     _backtest_options(_command(sub, "backtest", "backtest a trading policy (or a reference policy) on a CSV"))
     export.add_parser(_command(sub, "export", export.HELP))
+    sweep.add_parser(_command(sub, "sweep", sweep.HELP))
+    compare.add_parser(_command(sub, "compare", compare.HELP))
     return p
 
 
@@ -313,7 +317,7 @@ def _user_error(exc: BaseException) -> BaseException | None:
 
 def main(argv: list[str] | None = None) -> int:
     commands = {"train": cmd_train, "eval": cmd_eval, "scenarios": cmd_scenarios, "backtest": cmd_backtest,
-                "export": export.command}
+                "export": export.command, "sweep": sweep.command, "compare": compare.command}
     try:
         args = _parser().parse_args(argv)
         return commands[args.command](args)
