@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from asyncdqn import compare, config, export, sweep
+from asyncdqn import config, export
 from asyncdqn.errors import UserError, brief
 
 # torch (through asyncdqn.checkpoint and the runtime) is imported inside the commands, within main's
@@ -77,9 +77,28 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--fields", action="store_true", help="also list every config field with its meaning")
     _backtest_options(_command(sub, "backtest", "backtest a trading policy (or a reference policy) on a CSV"))
     export.add_parser(_command(sub, "export", export.HELP))
-    sweep.add_parser(_command(sub, "sweep", sweep.HELP))
-    compare.add_parser(_command(sub, "compare", compare.HELP))
+    _sweep_options(_command(sub, "sweep", "run scenarios x arms x seeds from a grid TOML, N runs at a time, "
+                                          "resumable"))
+    _compare_options(_command(sub, "compare", "compare arms over seeds: IQM, mean and P(improvement) with 95% "
+                                              "bootstrap intervals (rliable)"))
     return p
+
+
+def _sweep_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("grid", type=Path, metavar="GRID",
+                   help="a grid TOML (format: the docstring of asyncdqn/sweep.py, or README's 'Sweeps') or a "
+                        "built-in grid's name: smoke, screen-cartpole")
+    s.add_argument("--out", type=Path, default=None, help="sweep folder (default: the grid's `out`)")
+    s.add_argument("--parallel", type=int, default=None, help="runs at a time (default: the grid's, else 2)")
+
+
+def _compare_options(c: argparse.ArgumentParser) -> None:
+    c.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="run folders, or folders holding them (a sweep's folder)")
+    c.add_argument("--baseline", default=None, help="the arm to beat (default: the sweep's baseline, else k1)")
+    c.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    c.add_argument("--out", type=Path, default=None, help="report folder (default FIRST_RUN_DIR/compare)")
 
 
 def _train_options(t: argparse.ArgumentParser) -> None:
@@ -302,6 +321,18 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return backtest_command(args)
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from asyncdqn import sweep
+
+    return sweep.command(args)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from asyncdqn import compare
+
+    return compare.command(args)
+
+
 def _user_error(exc: BaseException) -> BaseException | None:
     """The UserError behind `exc` (the trading loader's DataError is one), looking inside TaskGroup exception
     groups."""
@@ -317,7 +348,7 @@ def _user_error(exc: BaseException) -> BaseException | None:
 
 def main(argv: list[str] | None = None) -> int:
     commands = {"train": cmd_train, "eval": cmd_eval, "scenarios": cmd_scenarios, "backtest": cmd_backtest,
-                "export": export.command, "sweep": sweep.command, "compare": compare.command}
+                "export": export.command, "sweep": cmd_sweep, "compare": cmd_compare}
     try:
         args = _parser().parse_args(argv)
         return commands[args.command](args)

@@ -350,15 +350,3 @@ def command(args) -> int:
     plot(result, runs, out / "compare.png", args.seed)
     print(f"written to {out}/ (compare.json, compare.png)")
     return 0
-
-
-HELP = "compare arms over seeds: IQM, mean and P(improvement) with 95% bootstrap intervals (rliable)"
-
-
-def add_parser(p) -> None:
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
-                   help="run folders, or folders holding them (a sweep's folder)")
-    p.add_argument("--baseline", default=None, help="the arm to beat (default: the sweep's baseline, else k1)")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    p.add_argument("--out", type=Path, default=None, help="report folder (default FIRST_RUN_DIR/compare)")

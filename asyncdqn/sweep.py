@@ -329,12 +329,3 @@ def command(args) -> int:
     print(f"sweep done: {counts['ran']} ran ({counts['failed']} failed), {counts['done_before']} done before; "
           f"compare with: asyncdqn compare {grid.out}")
     return 1 if counts["failed"] else 0
-
-
-HELP = "run scenarios x arms x seeds from a grid TOML, N runs at a time, resumable"
-
-
-def add_parser(p) -> None:
-    p.add_argument("grid", type=Path, metavar="GRID.toml", help="the grid file (see `asyncdqn sweep --help`)")
-    p.add_argument("--out", type=Path, default=None, help="sweep folder (default: the grid's `out`)")
-    p.add_argument("--parallel", type=int, default=None, help="runs at a time (default: the grid's, else 2)")
