@@ -54,6 +54,8 @@ def test_the_wheel_holds_the_envs_scenarios_and_data(wheel_names):
     assert "asyncdqn/data/GOOGL.csv" in names and "asyncdqn/data/README.md" in names
     scenarios = {p.name for p in (REPO / "asyncdqn" / "scenarios").glob("*.toml")}
     assert scenarios and {f"asyncdqn/scenarios/{s}" for s in scenarios} <= names
+    grids = {p.name for p in (REPO / "asyncdqn" / "grids").glob("*.toml")}  # `asyncdqn sweep smoke`
+    assert grids and {f"asyncdqn/grids/{g}" for g in grids} <= names
     assert not any("tests/" in n or n.startswith("envs/") for n in names)
 
 
