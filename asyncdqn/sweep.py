@@ -91,9 +91,15 @@ class Grid:
 
 # ------------------------------------------------------------------------------------------- reading a grid
 
+def _literal(value: Any) -> str:
+    if isinstance(value, list):  # on one line (tomli_w splits arrays over lines)
+        return "[" + ", ".join(map(_literal, value)) + "]"
+    return tomli_w.dumps({"v": value}).partition("=")[2].strip()
+
+
 def override_text(key: str, value: Any) -> str:
     """A TOML value as a `--set key=value` string that config.parse_value reads back to the same value."""
-    return f"{key}={tomli_w.dumps({'v': value}).partition('=')[2].strip()}"
+    return f"{key}={_literal(value)}"
 
 
 def _table(where: str, value: Any) -> dict:

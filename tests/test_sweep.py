@@ -74,10 +74,11 @@ def test_a_grid_becomes_runs_seed_major_with_overrides_in_grid_scenario_arm_orde
     assert (tmp_path / "out" / "grid.toml").is_file()
 
 
-@pytest.mark.parametrize("value", [float("inf"), "heldout_td", [64, 64], True, 1e-3, 7, [1e-4, 3e-3]])
+@pytest.mark.parametrize("value", [float("inf"), "heldout_td", [64, 64], True, 1e-3, 7, [1e-4, 3e-3],
+                                   [[1, 2], ["a", "b"]], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]])
 def test_override_text_reads_back_as_the_same_value(value):
     key, _, text = sweep.override_text("a.b", value).partition("=")
-    assert key == "a.b" and parse_value(text) == value
+    assert key == "a.b" and parse_value(text) == value and "\n" not in text
 
 
 @pytest.mark.parametrize(("edit", "fragment"), [
