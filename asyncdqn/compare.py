@@ -10,8 +10,9 @@ Per run (plain functions below, tested by hand):
   * AUC: the mean of the periodic greedy evaluations up to the scenario's horizon (the earliest last
     evaluation of its runs, so every run is averaged over the same env steps);
   * final: the final greedy evaluation (summary.json's eval_return_mean);
-  * at equal wall-clock, W = the scenario's shortest training wall time: the mean of the evaluations made in
-    the first W seconds (AUC@W) and the last of them (final@W);
+  * at equal wall-clock, W = the baseline's median training wall time in the scenario (what the baseline needs
+    for the whole budget): the mean of the evaluations made in the first W seconds (AUC@W) and the last of
+    them (final@W); a run that finished sooner keeps its whole curve;
   * members: the mean over evaluations of each net's own greedy return (`eval.members` runs only), to catch
     nets that do worse than a lone agent (Lin et al., ICLR 2024, "the curse of diversity").
 Scores are normalised per scenario with the grid's score_range [low, high]: (x - low) / (high - low).
@@ -217,7 +218,7 @@ def compare(runs: list[Run], baseline: str | None = None, reps: int = 2000, seed
             raise UserError(f"scenario {sc}: no seed finished for every arm ({', '.join(arms)})")
         paired = [r for d in by_arm.values() for s, r in d.items() if s in seeds]
         horizon = min(r.evals[-1][0] if r.evals else 0 for r in paired)
-        wall = min(r.train_wall_s for r in paired)
+        wall = float(np.median([by_arm[baseline][s].train_wall_s for s in seeds]))
         figs = {a: [figures(by_arm[a][s], horizon, wall) for s in seeds] for a in arms}
         tables[sc] = {"seeds": seeds, "horizon_env_steps": horizon, "wall_s": wall,
                       "unpaired": sorted(r.folder.name for r in mine if r.seed not in seeds),

@@ -117,17 +117,23 @@ def test_unpaired_failed_and_interrupted_runs_are_left_out_and_named(tmp_path):
     assert result["scenarios"]["a"]["unpaired"] == ["seed9"]
 
 
-def test_equal_wall_clock_cuts_every_run_at_the_fastest_runs_time(tmp_path):
-    for seed in range(2):  # k4 takes twice as long: by k1's 100 s it has made the first of its 2 evaluations
-        write_run(tmp_path / "k1" / f"seed{seed}", "a", "k1", seed, [40, 60], 100, wall_s=100.0)
-        write_run(tmp_path / "k4" / f"seed{seed}", "a", "k4", seed, [20, 80], 160, wall_s=200.0)
+def test_equal_wall_clock_cuts_every_run_at_the_baselines_median_time(tmp_path):
+    # k1 takes 140 and 160 s (median 150); k4 takes 200 s, its 4 evaluations at 50, 100, 150 and 200 s
+    for seed, wall in enumerate((140.0, 160.0)):
+        write_run(tmp_path / "k1" / f"seed{seed}", "a", "k1", seed, [40, 60], 100, wall_s=wall)
+        write_run(tmp_path / "k4" / f"seed{seed}", "a", "k4", seed, [20, 40, 60, 80], 160, wall_s=200.0)
     result = compare.compare(compare.find_runs([tmp_path])[0], reps=200)
     est, table = result["per_scenario"]["a"], result["scenarios"]["a"]
-    assert table["wall_s"] == 100.0
-    assert est["auc"]["k4"]["iqm"] == pytest.approx(0.5) and est["auc_wall"]["k4"]["iqm"] == pytest.approx(0.2)
-    assert est["auc_wall"]["k1"]["iqm"] == pytest.approx(0.5)        # (40 + 60) / 2, both within 100 s
-    assert est["final_wall"]["k4"]["iqm"] == pytest.approx(0.2)      # its last evaluation by 100 s
-    assert est["auc_wall"]["k4"]["p_improve"] == 0.0
+    assert table["wall_s"] == 150.0
+    assert est["auc"]["k4"]["iqm"] == pytest.approx(0.3)             # up to k1's 2000 steps: (20 + 40) / 2
+    assert est["auc_wall"]["k4"]["iqm"] == pytest.approx(0.4)        # (20 + 40 + 60) / 3: those by 150 s
+    assert est["final_wall"]["k4"]["iqm"] == pytest.approx(0.6)      # its last evaluation by 150 s
+    # k1 seed 0 (evaluations at 70 and 140 s) keeps both: AUC@W 0.5, final@W 0.6; seed 1 (80 and 160 s) only its
+    # first: 0.4 and 0.4. Over the two seeds: 0.45 and 0.5
+    assert est["auc_wall"]["k1"]["iqm"] == pytest.approx(0.45)
+    assert est["final_wall"]["k1"]["iqm"] == pytest.approx(0.5)
+    # P(k4 > k1) on AUC@W: k4's 0.4 loses to 0.5 and ties 0.4, twice: (0 + 0.5) * 2 / 4
+    assert est["auc_wall"]["k4"]["p_improve"] == pytest.approx(0.25)
 
 
 def test_members_report_each_nets_own_mean(tmp_path):
