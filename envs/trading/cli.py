@@ -4,9 +4,10 @@ Place in the flow: after training; reads a checkpoint (never executing it) and t
 metadata, then hands a policy callable to backtest.run_backtest and the result to report.write_report.
 asyncdqn/cli.py parses the arguments and calls `backtest_command`.
 
-Which bars: `asyncdqn backtest RUN_DIR` without --data walks the run's own held-out range, as its evaluation
-did: the data and train_end of its saved config (the trading factory's `env.kwargs`), starting after the
-purge gap (config.scenario_kwargs). --data walks a CSV's whole range; --start/--end narrow either.
+Which bars: `asyncdqn backtest RUN_DIR` without --data walks the run's own held-out range: the data and
+train_end of its saved config (the trading factory's `env.kwargs`), starting after the purge gap
+(config.heldout_kwargs). The run's evaluations walked a validation slice before train_end instead, so these
+bars played no part in choosing the policy. --data walks a CSV's whole range; --start/--end narrow either.
 A reference policy (--policy) without --data walks the shipped GOOGL.csv.
 """
 
@@ -20,7 +21,7 @@ import pandas as pd
 
 from asyncdqn import checkpoint
 from asyncdqn.envs.trading.backtest import reference_policy, run_backtest
-from asyncdqn.envs.trading.config import FACTORY, read_settings, scenario_kwargs
+from asyncdqn.envs.trading.config import FACTORY, heldout_kwargs, read_settings
 from asyncdqn.envs.trading.env import FEATURE_NAMES
 from asyncdqn.envs.trading.policy import env_kwargs_from_metadata
 from asyncdqn.envs.trading.report import metrics_table, write_report
@@ -118,13 +119,14 @@ def _check_policy_shape(act: object, meta: dict, source: str) -> None:
 
 
 def run_range(ckpt: dict, source: str) -> dict:
-    """The data, start and end a run evaluated on, from its saved config: for a run of the trading factory,
-    its held-out walk after the purge gap; for an env built otherwise, `data`/`start`/`end` of its eval kwargs."""
+    """The data, start and end of a run's held-out walk, from its saved config: for a run of the trading factory,
+    the bars after train_end and its purge gap (config.heldout_kwargs: bars the run never evaluated on); for an env
+    built otherwise, `data`/`start`/`end` of its eval kwargs."""
     cfg = checkpoint.config_from(ckpt)
     settings = {**cfg.env.kwargs, **cfg.env.eval_kwargs}
     if cfg.env.factory == FACTORY:
         trading, _ = read_settings(settings)
-        settings = scenario_kwargs(trading, evaluation=True)
+        settings = heldout_kwargs(trading)
     elif "data" not in settings:
         raise UserError(f"{source}: its config names no data (env {cfg.env.factory or cfg.env.id!r}); pass --data CSV")
     return {key: settings.get(key) for key in ("data", "start", "end")}
