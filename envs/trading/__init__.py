@@ -13,7 +13,7 @@ The shipped CSVs are package data of `asyncdqn.data` (market_data.shipped_csv).
 from asyncdqn.envs import TRADING_ENV_ID as ENV_ID
 from asyncdqn.envs.trading.config import FACTORY, TradingConfig, heldout_kwargs, make, scenario_kwargs
 from asyncdqn.envs.trading.env import DEFAULT_DATA, FEATURE_NAMES, NormStats, TradingEnv
-from asyncdqn.envs.trading.market_data import DataError, DataOrderWarning, LoadedOHLCV, load_ohlcv, read_ohlcv
+from asyncdqn.envs.trading.market_data import DataError, LoadedOHLCV, load_ohlcv, read_ohlcv
 from asyncdqn.envs.trading.policy import (
     PolicyMismatchError,
     check_policy_metadata,
@@ -22,7 +22,7 @@ from asyncdqn.envs.trading.policy import (
 )
 
 __all__ = [
-    "DEFAULT_DATA", "ENV_ID", "FACTORY", "FEATURE_NAMES", "DataError", "DataOrderWarning", "LoadedOHLCV",
+    "DEFAULT_DATA", "ENV_ID", "FACTORY", "FEATURE_NAMES", "DataError", "LoadedOHLCV",
     "NormStats", "PolicyMismatchError", "TradingConfig", "TradingEnv", "check_policy_metadata",
     "env_kwargs_from_metadata", "heldout_kwargs", "load_ohlcv", "make", "make_env_for_policy", "read_ohlcv",
     "scenario_kwargs",
