@@ -112,8 +112,9 @@ def _backtest_options(b: argparse.ArgumentParser) -> None:
                    help="cost per fill in basis points of the traded notional (default: the run's, or 10)")
     b.add_argument("--fill", choices=["open", "close"], default=None,
                    help="fill at the next bar's open (realistic) or at the close just seen (default: the run's)")
-    b.add_argument("--periods-per-year", type=float, default=252.0,
-                   help="bars per year, for annualised figures (default 252, trading days)")
+    b.add_argument("--periods-per-year", type=float, default=None,
+                   help="bars per year, for annualised figures (default: inferred from the timestamps: 252 for "
+                        "daily bars on weekdays, 365 with weekends, 52 weekly, as observed for intraday bars)")
     b.add_argument("--risk-free", type=float, default=0.0, help="annual risk-free rate, e.g. 0.02")
     b.add_argument("--date-format", default=None, help="strftime format of the CSV's dates (default: inferred)")
     b.add_argument("--dayfirst", action="store_true", help="read ambiguous dates as day/month (01/02 = 1 Feb)")

@@ -47,7 +47,7 @@ def _check_options(args: argparse.Namespace) -> None:
     _check_date("--start", args.start)
     _check_date("--end", args.end)
     # at least one bar a year: below that the per-period risk-free rate (1 + rf) ** (1 / ppy) overflows
-    if not (math.isfinite(args.periods_per_year) and args.periods_per_year >= 1):
+    if args.periods_per_year is not None and not (math.isfinite(args.periods_per_year) and args.periods_per_year >= 1):
         raise UserError(f"--periods-per-year must be a finite number >= 1, got {args.periods_per_year:g}")
     if not (math.isfinite(args.risk_free) and args.risk_free > -1):
         raise UserError(f"--risk-free must be a finite annual rate above -1 (e.g. 0.02), got {args.risk_free:g}")
@@ -171,6 +171,8 @@ def backtest_command(args: argparse.Namespace) -> int:
     except OSError as exc:  # an --out under a file, a read-only folder, a full disk
         raise UserError(f"cannot write the report to {out}/ ({exc.strerror or exc})") from None
     Console().print(metrics_table(result))
+    how = "given" if result.periods_per_year_basis == "given" else f"inferred: {result.periods_per_year_basis}"
+    print(f"annualised with {result.periods_per_year:g} periods per year ({how})")
     print(f"fills at the {result.fill} ({'next bar open' if result.fill == 'open' else 'same bar close'}), "
           f"cost {result.cost_bps:g} bps; report written to {out}/ (report.json, equity.csv, trades.csv, equity.png)")
     return 0

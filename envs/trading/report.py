@@ -41,7 +41,10 @@ def _json_safe(metrics: Metrics) -> dict[str, Any]:
 def report_dict(result: BacktestResult) -> dict[str, Any]:
     return {
         "policy": result.policy, "data": result.data_source, "start": result.start, "end": result.end,
-        "periods_per_year": result.periods_per_year, "risk_free": result.risk_free, "fill": result.fill,
+        "periods_per_year": result.periods_per_year,
+        "periods_per_year_from": "given" if result.periods_per_year_basis == "given" else
+        f"inferred: {result.periods_per_year_basis}",
+        "risk_free": result.risk_free, "fill": result.fill,
         "cost_bps": result.cost_bps, "positions": list(result.positions),
         "benchmark_policy": "buy-and-hold long 1.0, same fills and costs",
         "strategy": _json_safe(result.strategy_metrics), "benchmark": _json_safe(result.benchmark_metrics),
