@@ -254,6 +254,22 @@ def walk(env: TradingEnv, act: Policy) -> Walk:
     return Walk(np.array(dates, dtype="datetime64[s]"), np.array(held), np.array(equity), tuple(fills))
 
 
+def next_position(env: TradingEnv, act: Policy) -> tuple[str, float, float]:
+    """Walk `env`'s whole range with `act` and ask it once more at the last bar's close: (date of the last bar,
+    position held into it, position `act` takes for the bar after it). The last observation is built from bars
+    up to that close only (features are causal), so this is what the policy would do with the next bar unknown.
+    ValueError when the walk ends before the last bar (ruined: equity hit the floor)."""
+    obs, info = env.reset(seed=0)
+    while True:
+        obs, _, terminated, truncated, info = env.step(int(np.asarray(act(obs[None, :]))[0]))
+        if terminated or truncated:
+            break
+    if info["ruined"]:
+        raise ValueError(f"the policy was ruined on {info['date']} walking the data (equity at the floor)")
+    action = int(np.asarray(act(obs[None, :]))[0])
+    return info["date"], float(info["position"]), env.positions[action]
+
+
 def run_backtest(env_kwargs: Mapping[str, Any], act: Policy, *, policy_name: str,
                  periods_per_year: float | None = None, risk_free: float = 0.0,
                  policy_metadata: Mapping[str, Any] | None = None) -> BacktestResult:

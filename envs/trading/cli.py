@@ -1,4 +1,5 @@
-"""`asyncdqn backtest`: a learned trading policy (or a reference policy) against buy-and-hold on a CSV.
+"""`asyncdqn backtest`: a learned trading policy (or a reference policy) against buy-and-hold on a CSV; and
+`asyncdqn signal`: the position a learned policy takes for the bar after a CSV's last close.
 
 Place in the flow: after training; reads a checkpoint (never executing it) and the trading env's saved
 metadata, then hands a policy callable to backtest.run_backtest and the result to report.write_report.
@@ -20,10 +21,10 @@ from pathlib import Path
 import pandas as pd
 
 from asyncdqn import checkpoint
-from asyncdqn.envs.trading.backtest import reference_policy, run_backtest
+from asyncdqn.envs.trading.backtest import next_position, reference_policy, run_backtest
 from asyncdqn.envs.trading.config import FACTORY, heldout_kwargs, read_settings
-from asyncdqn.envs.trading.env import FEATURE_NAMES
-from asyncdqn.envs.trading.policy import env_kwargs_from_metadata
+from asyncdqn.envs.trading.env import FEATURE_NAMES, TradingEnv
+from asyncdqn.envs.trading.policy import check_policy_metadata, env_kwargs_from_metadata
 from asyncdqn.envs.trading.report import metrics_table, write_report
 from asyncdqn.errors import UserError, first_line
 
@@ -175,4 +176,32 @@ def backtest_command(args: argparse.Namespace) -> int:
     print(f"annualised with {result.periods_per_year:g} periods per year ({how})")
     print(f"fills at the {result.fill} ({'next bar open' if result.fill == 'open' else 'same bar close'}), "
           f"cost {result.cost_bps:g} bps; report written to {out}/ (report.json, equity.csv, trades.csv, equity.png)")
+    return 0
+
+
+def _position_name(position: float) -> str:
+    return "long" if position > 0 else "short" if position < 0 else "flat"
+
+
+def signal_command(args: argparse.Namespace) -> int:
+    """`asyncdqn signal RUN_DIR --data CSV`: one line, the position the run's policy takes for the next bar.
+
+    The policy walks the CSV's whole range from its first decision bar (so the position it holds, part of its
+    observation, is its own), then decides once more at the last close. Run it after the close; with the
+    trained fill (`open`) the position is entered at the next bar's open."""
+    ckpt = checkpoint.load(args.checkpoint)
+    meta = _trading_metadata(ckpt, args.checkpoint)
+    kwargs = env_kwargs_from_metadata(meta, args.data, date_format=args.date_format, dayfirst=args.dayfirst,
+                                      dropna=args.dropna)
+    act = checkpoint.policy_from(ckpt)
+    _check_policy_shape(act, meta, args.checkpoint)
+    env = TradingEnv(**kwargs)
+    check_policy_metadata(meta, env)
+    try:
+        date, held, target = next_position(env, act)
+    except ValueError as exc:
+        raise UserError(f"{args.data}: {first_line(exc)}") from None
+    change = "hold" if target == held else f"from {_position_name(held)} {held:g}"
+    when = "at the next bar's open" if env.fill == "open" else "at this close (fill=close, as trained)"
+    print(f"{date} close: {_position_name(target)} {target:g} for the next bar ({change}; fill {when})")
     return 0
