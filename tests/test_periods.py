@@ -20,7 +20,7 @@ def stamps(index: pd.DatetimeIndex) -> np.ndarray:
 
 def test_daily_weekly_and_monthly_bars_get_the_usual_counts():
     weekdays = pd.bdate_range("2021-03-01", periods=30)  # Monday 2021-03-01 onwards, no weekend bar
-    assert infer_periods_per_year(stamps(weekdays)) == (252.0, "daily bars on weekdays only (trading days)")
+    assert infer_periods_per_year(stamps(weekdays)) == (252.0, "daily bars on weekdays only")
     calendar = pd.date_range("2021-03-01", periods=30, freq="D")  # crypto: every day, 8 of 30 on weekends
     assert infer_periods_per_year(stamps(calendar)) == (365.0, "daily bars including weekends")
     holidays = weekdays.delete([4, 11])  # two exchange holidays: still daily bars on weekdays

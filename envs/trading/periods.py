@@ -49,7 +49,7 @@ def infer_periods_per_year(dates_T: np.ndarray) -> PeriodsPerYear:
         return PeriodsPerYear(52.0, "weekly bars")
     if 0.75 <= spacing_days < 1.5:
         return PeriodsPerYear(365.0, "daily bars including weekends") if weekends else \
-            PeriodsPerYear(252.0, "daily bars on weekdays only (trading days)")
+            PeriodsPerYear(252.0, "daily bars on weekdays only")
     if spacing_days < 0.75:
         return _intraday(dates_T, spacing_days, weekends)
     return PeriodsPerYear(round(DAYS_PER_YEAR / spacing_days, 2), f"one bar every {spacing_days:g} days")
