@@ -65,17 +65,32 @@ def test_bad_validation_settings_are_one_line(tmp_path):
     frame, train_end = frame_and_train_end()
     csv = write_csv(frame, tmp_path / "prices.csv")
     trading = TradingConfig(data=str(csv), train_end=train_end, window=WINDOW, validation_bars=280)
-    with pytest.raises(DataError, match="leave no training step after validation_bars = 280") as caught:
+    with pytest.raises(DataError, match="leave no training step after a validation slice of 280 bars") as caught:
         scenario_kwargs(trading, evaluation=False)
     assert "\n" not in str(caught.value)
+    late = TradingConfig(data=str(csv), train_end=train_end, window=WINDOW,
+                         validation_start=f"{frame.index[TRAIN_END_BAR]:%Y-%m-%d}")
+    with pytest.raises(DataError, match=f"validation_start {late.validation_start} leaves 1 validation bar"):
+        scenario_kwargs(late, evaluation=True)
 
 
-def leak_run(csv, train_end: str, out) -> dict:
+def test_validation_start_is_the_same_slice_as_counting_its_bars(tmp_path):
+    frame, train_end = frame_and_train_end()
+    csv = write_csv(frame, tmp_path / "prices.csv")
+    counted = TradingConfig(data=str(csv), train_end=train_end, window=WINDOW, validation_bars=VALIDATION)
+    dated = TradingConfig(data=str(csv), train_end=train_end, window=WINDOW, validation_bars=0,  # start wins
+                          validation_start=f"{frame.index[TRAIN_END_BAR - VALIDATION + 1]:%Y-%m-%d}")
+    for evaluation in (False, True):
+        assert scenario_kwargs(dated, evaluation=evaluation) == scenario_kwargs(counted, evaluation=evaluation)
+    assert heldout_kwargs(dated) == heldout_kwargs(counted)
+
+
+def leak_run(csv, train_end: str, out, merge: dict) -> dict:
     """A lockstep run (one actor, max_lead 0: reproducible) that keeps the best of five evaluations (none at
     the last step, where a periodic evaluation races the end of the run)."""
     values = tiny_values(seed=3, total_steps=900, actors={"num_actors": 1}, learner={"max_lead": 0},
-                         merge={"every": 10}, eval={"every": 160, "episodes": 1, "final_episodes": 1,
-                                                    "keep_best": True})
+                         merge={"every": 10, **merge}, eval={"every": 160, "episodes": 1, "final_episodes": 1,
+                                                             "keep_best": True})
     values["env"] = {"factory": FACTORY, "eval_kwargs": {"evaluation": True},
                      "kwargs": {"data": str(csv), "train_end": train_end, "window": WINDOW, "episode_length": 32,
                                 "validation_bars": VALIDATION}}
@@ -84,14 +99,16 @@ def leak_run(csv, train_end: str, out) -> dict:
 
 
 @pytest.mark.timeout(90)
-def test_replacing_every_bar_after_train_end_leaves_the_saved_weights_bit_identical(tmp_path):
+@pytest.mark.parametrize("merge", [{}, {"score": "greedy", "score_episodes": 1}],
+                         ids=["keep_best", "keep_best_and_greedy_merge_scores"])  # greedy: evaluation copies score
+def test_replacing_every_bar_after_train_end_leaves_the_saved_weights_bit_identical(tmp_path, merge):
     frame, train_end = frame_and_train_end()
     other = make_ohlcv(BARS, seed=12, vol=0.03)  # another walk, three times as volatile, after train_end
     changed = frame.copy()
     changed.iloc[TRAIN_END_BAR + 1:] = other.iloc[TRAIN_END_BAR + 1:].to_numpy()
     assert (changed.iloc[TRAIN_END_BAR + 1:]["close"] != frame.iloc[TRAIN_END_BAR + 1:]["close"]).all()
-    first = leak_run(write_csv(frame, tmp_path / "a.csv"), train_end, tmp_path / "a")
-    second = leak_run(write_csv(changed, tmp_path / "b.csv"), train_end, tmp_path / "b")
+    first = leak_run(write_csv(frame, tmp_path / "a.csv"), train_end, tmp_path / "a", merge)
+    second = leak_run(write_csv(changed, tmp_path / "b.csv"), train_end, tmp_path / "b", merge)
     evals = [[(r["env_steps"], r["mean"]) for r in read_records(tmp_path / run / "metrics.jsonl")
               if r["kind"] in ("eval", "final_eval")] for run in ("a", "b")]
     assert len(evals[0]) >= 5 and evals[0] == evals[1]  # several evaluations to choose from, all the same

@@ -12,7 +12,8 @@ the trading scenario names this module's `make` there, so the engine never knows
 an unknown key is one line naming `env.kwargs.<key>`; a TOML date is accepted for train_end), then turns it
 into TradingEnv kwargs with `scenario_kwargs`, which owns the split and the purge gaps.
 
-The split (bar indices; W = window, V = validation_bars, E = the last bar <= train_end):
+The split (bar indices; W = window, V = validation_bars, E = the last bar <= train_end; with validation_start
+set, V counts the bars from it to E):
 
     train ....... bars up to E - V - W          random training episodes; normalisation is fitted here
     purge ....... W bars                        in no training episode; the validation walk's first window
@@ -57,6 +58,8 @@ class TradingConfig:
     """Decisions per training episode, started at random bars of the training range."""
     validation_bars: int = 252
     """Last bars up to train_end that the run's evaluations walk to pick the kept policy (0 = the training range)."""
+    validation_start: DateText = ""
+    """First date of the validation slice, in place of counting validation_bars back from train_end (empty = count)."""
 
     def __post_init__(self) -> None:
         require(self.window >= 2, "env.kwargs.window", "must be >= 2")
@@ -86,16 +89,22 @@ def split(trading: TradingConfig, dates_T: np.ndarray, source: str) -> Split:
     test_first = end + window + 1 if trading.train_end else -1
     if test_first >= len(dates_T) - 1:
         test_first = -1
-    if bars == 0:
+    if trading.validation_start:
+        bars = end - bar_index(dates_T, trading.validation_start, is_end=False) + 1
+        if bars < 2:
+            upto = f"train_end {trading.train_end}" if trading.train_end else "the last bar"
+            raise DataError(source, f"validation_start {trading.validation_start} leaves {max(bars, 0)} validation "
+                                    f"bar(s) up to {upto}; a validation walk needs at least 2")
+    elif bars == 0:
         return Split(end, -1, end, test_first)
     validation_first = end - bars + 1
     train_last = validation_first - window - 1
     first_decision = FEATURE_WARMUP + window - 1
     if train_last - first_decision < 1:
         upto = f"up to train_end {trading.train_end}" if trading.train_end else "in the data"
-        raise DataError(source, f"{end + 1} bars {upto} leave no training step after validation_bars = {bars} "
-                                f"and a purge gap of {window} bars (a decision needs {first_decision} earlier "
-                                f"bars); lower env.kwargs.validation_bars or move train_end later")
+        raise DataError(source, f"{end + 1} bars {upto} leave no training step after a validation slice of "
+                                f"{bars} bars and a purge gap of {window} bars (a decision needs {first_decision} earlier "
+                                f"bars); shorten the validation slice or move train_end later")
     return Split(train_last, validation_first, end, test_first)
 
 
@@ -118,7 +127,7 @@ def scenario_kwargs(trading: TradingConfig, *, evaluation: bool) -> dict[str, An
     data = trading.data or None
     common = _common(trading)
     train_end = trading.train_end or None
-    if int(trading.validation_bars) == 0:
+    if int(trading.validation_bars) == 0 and not trading.validation_start:
         if not evaluation:
             return {**common, "end": train_end, "episode_length": int(trading.episode_length)}
         return {**common, "end": train_end, "episode_length": None}
@@ -143,8 +152,8 @@ def heldout_kwargs(trading: TradingConfig) -> dict[str, Any]:
     dates_T, source = _dates(data)
     bars = split(trading, dates_T, source)
     if bars.test_first < 0:
-        raise DataError(source, f"no evaluation bars after train_end {trading.train_end} and a purge gap "
-                                f"of {trading.window} bars")
+        raise DataError(source, f"no held-out bars to backtest after train_end {trading.train_end} and a purge "
+                                f"gap of {trading.window} bars")
     return {**common, "start": date_text(dates_T[bars.test_first]), "episode_length": None,
             "norm_end": date_text(dates_T[bars.train_last])}
 
