@@ -103,8 +103,9 @@ def split(trading: TradingConfig, dates_T: np.ndarray, source: str) -> Split:
     if train_last - first_decision < 1:
         upto = f"up to train_end {trading.train_end}" if trading.train_end else "in the data"
         raise DataError(source, f"{end + 1} bars {upto} leave no training step after a validation slice of "
-                                f"{bars} bars and a purge gap of {window} bars (a decision needs {first_decision} earlier "
-                                f"bars); shorten the validation slice or move train_end later")
+                                f"{bars} bars and a purge gap of {window} bars (a decision needs "
+                                f"{first_decision} earlier bars); shorten the validation slice or move train_end "
+                                f"later")
     return Split(train_last, validation_first, end, test_first)
 
 
@@ -119,10 +120,10 @@ def scenario_kwargs(trading: TradingConfig, *, evaluation: bool) -> dict[str, An
 
     Training: random episodes of episode_length decisions on the bars before the validation slice and its
     purge gap. Evaluation: one walk of the validation slice (the last `validation_bars` bars up to
-    train_end), normalised with the training bars' statistics. No bar after train_end is ever read into
-    an observation, a reward or a statistic, so the policy the run keeps is chosen without the held-out
-    bars (tests/test_trading_leak.py). With validation_bars = 0 the evaluation walks the training range
-    itself (in-sample). The held-out walk is `heldout_kwargs`.
+    train_end, or from validation_start), normalised with the training bars' statistics. No bar after
+    train_end is ever read into an observation, a reward or a statistic, so the policy the run keeps is
+    chosen without the held-out bars (tests/test_trading_leak.py). With validation_bars = 0 (and no
+    validation_start) the evaluation walks the training range itself (in-sample). The held-out walk is `heldout_kwargs`.
     """
     data = trading.data or None
     common = _common(trading)
@@ -133,11 +134,11 @@ def scenario_kwargs(trading: TradingConfig, *, evaluation: bool) -> dict[str, An
         return {**common, "end": train_end, "episode_length": None}
     dates_T, source = _dates(data)
     bars = split(trading, dates_T, source)
-    train_end_date = date_text(dates_T[bars.train_last])
+    last_training_date = date_text(dates_T[bars.train_last])
     if not evaluation:
-        return {**common, "end": train_end_date, "episode_length": int(trading.episode_length)}
+        return {**common, "end": last_training_date, "episode_length": int(trading.episode_length)}
     return {**common, "start": date_text(dates_T[bars.validation_first]), "end": date_text(dates_T[bars.train_end]),
-            "episode_length": None, "norm_end": train_end_date}
+            "episode_length": None, "norm_end": last_training_date}
 
 
 def heldout_kwargs(trading: TradingConfig) -> dict[str, Any]:
