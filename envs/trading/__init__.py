@@ -4,8 +4,9 @@
     --> env.TradingEnv (features, fills, costs, reward; registered as "asyncdqn/Trading-v0")
     --> config.make (the trading scenario's factory: TradingConfig from env.kwargs, train/validation/test split)
     --> actors and evaluation (the engine)                 ... then, after training:
-    policy (a saved policy's env, refused on mismatch) --> backtest (walk, metrics) --> report (files, table)
-    cli.backtest_command (`asyncdqn backtest`)
+    policy (a saved policy's env, refused on mismatch) --> backtest (walk, metrics; periods: periods per year
+    from the timestamps) --> report (files, table)
+    cli.backtest_command (`asyncdqn backtest`), cli.signal_command (`asyncdqn signal`: the next bar's position)
 
 The shipped CSVs are package data of `asyncdqn.data` (market_data.shipped_csv).
 """
