@@ -40,6 +40,7 @@ EXAMPLES = {
              "asyncdqn eval runs/cp1 --record cp1.gif --record-episodes 2"],
     "scenarios": ["asyncdqn scenarios --fields"],
     "backtest": ["asyncdqn backtest runs/tr", "asyncdqn backtest --policy long --start 2017-01-01"],
+    "signal": ["asyncdqn signal runs/tr --data prices.csv"],
     "export": ["asyncdqn export runs/cp1 --format onnx", "asyncdqn export runs/cp1 --format torchscript --out cp1.pt"],
     "sweep": ["asyncdqn sweep smoke", "asyncdqn sweep my_grid.toml --parallel 1 --out runs/g1"],
     "compare": ["asyncdqn compare runs/sweep-smoke", "asyncdqn compare runs/g1 --baseline k1 --reps 5000"],
@@ -58,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                 epilog="examples:\n  asyncdqn scenarios\n  asyncdqn train cartpole --seed 0\n"
                        "  asyncdqn train --help", formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
-                           help="train, eval, scenarios, backtest, export, sweep or compare (each has --help)")
+                           help="train, eval, scenarios, backtest, signal, export, sweep or compare (each has "
+                                "--help)")
     _train_options(_command(sub, "train", "train on a scenario (built-in name or TOML path)"))
 
     e = _command(sub, "eval", "greedy evaluation of a checkpoint")
@@ -76,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     s = _command(sub, "scenarios", "list the built-in scenarios")
     s.add_argument("--fields", action="store_true", help="also list every config field with its meaning")
     _backtest_options(_command(sub, "backtest", "backtest a trading policy (or a reference policy) on a CSV"))
+    g = _command(sub, "signal", "the position a trading run's policy takes for the bar after a CSV's last close")
+    g.add_argument("checkpoint", metavar="RUN_DIR", help="a trading run folder or its checkpoint.pt")
+    g.add_argument("--data", required=True, help="CSV of bars up to the latest close")
+    g.add_argument("--date-format", default=None, help="strftime format of the CSV's dates (default: inferred)")
+    g.add_argument("--dayfirst", action="store_true", help="read ambiguous dates as day/month (01/02 = 1 Feb)")
+    g.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of refusing them")
     export.add_parser(_command(sub, "export", export.HELP))
     _sweep_options(_command(sub, "sweep", "run scenarios x arms x seeds from a grid TOML, N runs at a time, "
                                           "resumable"))
@@ -135,8 +143,9 @@ def _backtest_options(b: argparse.ArgumentParser) -> None:
                    help="cost per fill in basis points of the traded notional (default: the run's, or 10)")
     b.add_argument("--fill", choices=["open", "close"], default=None,
                    help="fill at the next bar's open (realistic) or at the close just seen (default: the run's)")
-    b.add_argument("--periods-per-year", type=float, default=252.0,
-                   help="bars per year, for annualised figures (default 252, trading days)")
+    b.add_argument("--periods-per-year", type=float, default=None,
+                   help="bars per year, for annualised figures (default: inferred from the timestamps: 252 for "
+                        "daily bars on weekdays, 365 with weekends, 52 weekly, as observed for intraday bars)")
     b.add_argument("--risk-free", type=float, default=0.0, help="annual risk-free rate, e.g. 0.02")
     b.add_argument("--date-format", default=None, help="strftime format of the CSV's dates (default: inferred)")
     b.add_argument("--dayfirst", action="store_true", help="read ambiguous dates as day/month (01/02 = 1 Feb)")
@@ -321,6 +330,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return backtest_command(args)
 
 
+def cmd_signal(args: argparse.Namespace) -> int:
+    from asyncdqn.envs.trading.cli import signal_command  # imported here: pandas is slow
+
+    return signal_command(args)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from asyncdqn import sweep
 
@@ -348,7 +363,7 @@ def _user_error(exc: BaseException) -> BaseException | None:
 
 def main(argv: list[str] | None = None) -> int:
     commands = {"train": cmd_train, "eval": cmd_eval, "scenarios": cmd_scenarios, "backtest": cmd_backtest,
-                "export": export.command, "sweep": cmd_sweep, "compare": cmd_compare}
+                "signal": cmd_signal, "export": export.command, "sweep": cmd_sweep, "compare": cmd_compare}
     try:
         args = _parser().parse_args(argv)
         return commands[args.command](args)

@@ -47,7 +47,8 @@ def test_a_run_backtests_its_own_held_out_range_from_any_folder(tmp_path, monkey
     assert main(["backtest", "run"]) == 0  # no --data: the run's own data and range
     report = json.loads((tmp_path / "run" / "backtest" / "report.json").read_text())
     dates = [f"{d:%Y-%m-%d}" for d in load_ohlcv(DEFAULT_DATA).index]
-    # the evaluation walk: 32 bars purged after train_end (window = 32), decisions from the next one
+    # the held-out walk: 32 bars purged after train_end (window = 32), decisions from the next one (the run's
+    # evaluations walked the validation bars before train_end instead)
     first_test_bar = dates[dates.index("2016-12-30") + 33]
     assert (report["data"], report["start"], report["end"]) == (str(DEFAULT_DATA), first_test_bar, "2018-08-29")
 
@@ -56,7 +57,8 @@ def test_a_run_on_its_own_csv_backtests_that_csv_after_its_purge_gap(tmp_path, m
     monkeypatch.chdir(tmp_path)
     csv = write_csv(make_ohlcv(420, seed=5), tmp_path / "prices.csv")
     assert main(["train", "trading", "--out", "run", "--set", f"data={json.dumps(str(csv))}", "--set", "window=8",
-                 "--set", "train_end=2021-01-29", "--set", "episode_length=64", *TRAIN_SMOKE]) == 0
+                 "--set", "train_end=2021-01-29", "--set", "episode_length=64", "--set", "validation_bars=60",
+                 *TRAIN_SMOKE]) == 0
     assert main(["backtest", "run", "--end", "2021-06-30"]) == 0  # --end narrows the run's own range
     report = json.loads((tmp_path / "run" / "backtest" / "report.json").read_text())
     dates = [f"{d:%Y-%m-%d}" for d in load_ohlcv(csv).index]
@@ -75,7 +77,8 @@ def test_a_run_whose_data_is_gone_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     csv = write_csv(make_ohlcv(300, seed=6), tmp_path / "gone.csv")
     assert main(["train", "trading", "--out", "run", "--set", f"data={json.dumps(str(csv))}", "--set", "window=8",
-                 "--set", 'train_end=""', "--set", "episode_length=64", *TRAIN_SMOKE]) == 0
+                 "--set", 'train_end=""', "--set", "episode_length=64", "--set", "validation_bars=60",
+                 *TRAIN_SMOKE]) == 0
     csv.unlink()
     capsys.readouterr()
     assert main(["backtest", "run"]) == 2

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from asyncdqn import checkpoint, config, runtime
 from asyncdqn.cli import main
 from asyncdqn.nets import EnsembleQNet
-from asyncdqn.envs.trading.market_data import DataError, DataOrderWarning, read_ohlcv
+from asyncdqn.envs.trading.market_data import DataError, read_ohlcv
 
 
 
@@ -162,14 +162,15 @@ def assert_valid_frame(frame: pd.DataFrame) -> None:
 
 def load_or_reject(path: Path, **kwargs) -> pd.DataFrame | DataError:
     """read_ohlcv's frame or its DataError; any other exception propagates (a bug). Only the loader's
-    own DataOrderWarning may be emitted: any other warning would be an extra stderr line in the CLI."""
+    no warning may be emitted: it would be an extra stderr line in the CLI (the loader's order notice is a
+    plain line of its own, not a warning)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             result: pd.DataFrame | DataError = read_ohlcv(path, **kwargs).frame
         except DataError as exc:
             result = exc
-    stray = [f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, DataOrderWarning)]
+    stray = [f"{w.category.__name__}: {w.message}" for w in caught]
     assert not stray, stray
     return result
 
@@ -180,13 +181,13 @@ def assert_one_line(message: str) -> None:
 
 def run_main(argv: list) -> tuple[int, str, str]:
     """`asyncdqn ARGV` in-process: (exit status, stdout, stderr). An exception escaping main() is a bug and
-    propagates. Warnings are recorded, not printed: only the loader's DataOrderWarning may appear."""
+    propagates. Warnings are recorded, not printed: none may appear."""
     out, err = io.StringIO(), io.StringIO()
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
             contextlib.redirect_stderr(err):
         warnings.simplefilter("always")
         rc = main([str(a) for a in argv])
-    stray = [f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, DataOrderWarning)]
+    stray = [f"{w.category.__name__}: {w.message}" for w in caught]
     assert not stray, stray
     return rc, out.getvalue(), err.getvalue()
 

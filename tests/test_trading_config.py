@@ -11,7 +11,8 @@ import pytest
 
 from asyncdqn import config
 from asyncdqn.envs.make import env_kwargs, make_env
-from asyncdqn.envs.trading import DEFAULT_DATA, FACTORY, DataError, TradingConfig, TradingEnv, scenario_kwargs
+from asyncdqn.envs.trading import (
+    DEFAULT_DATA, FACTORY, DataError, TradingConfig, TradingEnv, heldout_kwargs, scenario_kwargs)
 from asyncdqn.envs.trading.config import read_settings
 from asyncdqn.errors import UserError
 from asyncdqn.fields import field_docs
@@ -19,17 +20,22 @@ from asyncdqn.fields import field_docs
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_scenario_builds_its_envs_through_the_factory_with_the_purge_gap():
+def test_the_scenario_builds_its_envs_through_the_factory_with_the_purge_gaps():
     cfg = config.load("trading")
     assert cfg.env.factory == FACTORY
     train = make_env(cfg.env, env_kwargs(cfg, evaluation=False)).unwrapped
-    test = make_env(cfg.env, env_kwargs(cfg, evaluation=True)).unwrapped
+    validation = make_env(cfg.env, env_kwargs(cfg, evaluation=True)).unwrapped
     assert isinstance(train, TradingEnv) and train.data_source == str(DEFAULT_DATA)
-    assert train.last_date == "2016-12-30" and train.episode_length == 256 and train.positions == (-1.0, 0.0, 1.0)
-    # first evaluation decision: 32 purged bars after the last training bar, then one more
+    assert train.episode_length == 256 and train.positions == (-1.0, 0.0, 1.0)
+    # the evaluation copies walk the last 252 bars up to train_end; training stops 32 purged bars before them
     dates = list(train._dates)
-    assert test.first_date == dates[dates.index("2016-12-30") + 33] and test.episode_length is None
-    assert test.policy_metadata()["norm_end"] == "2016-12-30" and test.last_date == "2018-08-29"
+    end = dates.index("2016-12-30")
+    assert (validation.first_date, validation.last_date) == (dates[end - 251], "2016-12-30")
+    assert train.last_date == dates[end - 251 - 33] and validation.episode_length is None
+    assert validation.policy_metadata()["norm_end"] == train.last_date
+    trading, _ = read_settings(cfg.env.kwargs)
+    held_out = TradingEnv(**heldout_kwargs(trading))  # what `asyncdqn backtest RUN_DIR` walks
+    assert (held_out.first_date, held_out.last_date) == (dates[end + 33], "2018-08-29")
 
 
 def test_toml_dates_are_accepted_and_kept_as_text():

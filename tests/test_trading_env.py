@@ -21,6 +21,7 @@ from asyncdqn.envs.trading import (
     PolicyMismatchError,
     TradingEnv,
     check_policy_metadata,
+    heldout_kwargs,
     make_env_for_policy,
     scenario_kwargs,
 )
@@ -303,20 +304,27 @@ def test_invalid_arguments_fail_clearly():
         env.step(3)
 
 
-def test_scenario_kwargs_split_train_and_test_with_a_purge_gap():
+def test_scenario_kwargs_split_train_validation_and_test_with_purge_gaps():
     trading_config = SimpleNamespace(data=str(GOOGL_CSV), train_end="2016-12-31", window=16, cost_bps=5.0,
-                                     fill="open", long_only=True, episode_length=128)
+                                     fill="open", long_only=True, episode_length=128, validation_bars=100,
+                                     validation_start="")
     train = TradingEnv(**scenario_kwargs(trading_config, evaluation=False))
-    test = TradingEnv(**scenario_kwargs(trading_config, evaluation=True))
-    assert train.last_date == "2016-12-30" and train.episode_length == 128 and train.positions == (0.0, 1.0)
+    validation = TradingEnv(**scenario_kwargs(trading_config, evaluation=True))
+    test = TradingEnv(**heldout_kwargs(trading_config))
     frame = load_ohlcv(GOOGL_CSV)
-    last_train = frame.index.get_loc(pd.Timestamp("2016-12-30"))
-    assert test.first_date == str(frame.index[last_train + 17].date())  # 16 purged bars, then the first decision
+    last = frame.index.get_loc(pd.Timestamp("2016-12-30"))
+    day = [str(d.date()) for d in frame.index]
+    assert validation.first_date == day[last - 99] and validation.last_date == "2016-12-30"
+    assert train.last_date == day[last - 99 - 17]  # 16 purged bars between training and validation
+    assert train.episode_length == 128 and train.positions == (0.0, 1.0)
+    assert test.first_date == day[last + 17]  # 16 purged bars after train_end, then the first decision
     assert test.episode_length is None and test.last_date == "2018-08-29"
-    np.testing.assert_array_equal(test.norm.mean, train.norm.mean)  # fitted on the training range only
-    assert test.policy_metadata()["norm_end"] == "2016-12-30"
-    everything = SimpleNamespace(**{**vars(trading_config), "train_end": "", "data": ""})
+    for env in (validation, test):  # fitted on the training bars only
+        np.testing.assert_array_equal(env.norm.mean, train.norm.mean)
+        assert env.policy_metadata()["norm_end"] == train.last_date
+    everything = SimpleNamespace(**{**vars(trading_config), "train_end": "", "data": "", "validation_bars": 0})
     assert TradingEnv(**scenario_kwargs(everything, evaluation=True)).first_date == train.first_date
+    assert TradingEnv(**heldout_kwargs(everything)).last_date == "2018-08-29"
 
 
 @pytest.mark.slow

@@ -10,7 +10,9 @@ the same fills and pays the same cost for its one entry fill.
 Conventions (each metric is a plain function below, tested on hand-computed 5-bar cases):
 - equity_N1 has N+1 marks: the close of the first decision bar (1.0) and the close after each of the N
   steps; returns are per step, r_i = E_i / E_{i-1} - 1.
-- risk_free is annual; per period rf_p = (1 + rf)^(1/ppy) - 1, ppy = periods_per_year (252 for daily bars).
+- risk_free is annual; per period rf_p = (1 + rf)^(1/ppy) - 1, ppy = periods_per_year: given, or inferred from
+  the walked bars' timestamps by periods.infer_periods_per_year (252 for daily bars on weekdays, 365 with
+  weekends, 52 weekly, bars per year as observed for intraday).
 - sharpe = mean(r - rf_p) / std(r - rf_p, ddof=1) * sqrt(ppy); sortino = mean(r - rf_p) / DD * sqrt(ppy)
   with DD = sqrt(mean over ALL N periods of min(r - rf_p, 0)^2) (target downside deviation, Sortino &
   Price 1994). volatility = std(r, ddof=1) * sqrt(ppy). Undefined values (zero std, no downside, no
@@ -25,6 +27,13 @@ Conventions (each metric is a plain function below, tested on hand-computed 5-ba
   resizes such as 0.5 -> 1). win_rate = share of CLOSED trades with return > 0 (open at the end: not counted).
 - turnover = sum |delta position| / years (equity traded per year); exposure = share of the N periods whose
   position at the period's close is non-zero.
+
+Checked against empyrical (tests/test_empyrical_oracle.py, within 1e-6 on the same returns and ppy):
+volatility = annual_volatility; sharpe = sharpe_ratio and sortino = sortino_ratio with empyrical's per-period
+rate set to rf_p (empyrical takes the risk-free rate per period, we take it annual); max_drawdown equal.
+cagr and calmar differ in one convention only: empyrical's annual_return counts a year as ppy periods, ours
+as 365.25 calendar days (a walk's years do not depend on the ppy chosen), so they equal empyrical's
+annual_return and calmar_ratio with annualization = N / calendar years.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from asyncdqn.envs.trading.env import TradingEnv
+from asyncdqn.envs.trading.periods import infer_periods_per_year
 from asyncdqn.envs.trading.policy import check_policy_metadata
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -87,6 +97,7 @@ class BacktestResult:
     strategy_metrics: Metrics
     benchmark_metrics: Metrics
     periods_per_year: float
+    periods_per_year_basis: str  # "given", or how it was inferred ("daily bars on weekdays only (trading days)")
     risk_free: float
     fill: str
     cost_bps: float
@@ -243,11 +254,29 @@ def walk(env: TradingEnv, act: Policy) -> Walk:
     return Walk(np.array(dates, dtype="datetime64[s]"), np.array(held), np.array(equity), tuple(fills))
 
 
-def run_backtest(env_kwargs: Mapping[str, Any], act: Policy, *, policy_name: str, periods_per_year: float = 252.0,
-                 risk_free: float = 0.0, policy_metadata: Mapping[str, Any] | None = None) -> BacktestResult:
+def next_position(env: TradingEnv, act: Policy) -> tuple[str, float, float]:
+    """Walk `env`'s whole range with `act` and ask it once more at the last bar's close: (date of the last bar,
+    position held into it, position `act` takes for the bar after it). The last observation is built from bars
+    up to that close only (features are causal), so this is what the policy would do with the next bar unknown.
+    ValueError when the walk ends before the last bar (ruined: equity hit the floor)."""
+    obs, info = env.reset(seed=0)
+    while True:
+        obs, _, terminated, truncated, info = env.step(int(np.asarray(act(obs[None, :]))[0]))
+        if terminated or truncated:
+            break
+    if info["ruined"]:
+        raise ValueError(f"the policy was ruined on {info['date']} walking the data (equity at the floor)")
+    action = int(np.asarray(act(obs[None, :]))[0])
+    return info["date"], float(info["position"]), env.positions[action]
+
+
+def run_backtest(env_kwargs: Mapping[str, Any], act: Policy, *, policy_name: str,
+                 periods_per_year: float | None = None, risk_free: float = 0.0,
+                 policy_metadata: Mapping[str, Any] | None = None) -> BacktestResult:
     """Walk the whole [start, end] range with `act` and with buy-and-hold under the same fills and costs.
 
-    env_kwargs are TradingEnv kwargs (episode_length is forced to None). With policy_metadata (from a
+    env_kwargs are TradingEnv kwargs (episode_length is forced to None). periods_per_year None: inferred from
+    the walked bars' timestamps (periods.py). With policy_metadata (from a
     checkpoint) the env is first checked to produce the observations the policy was trained on.
     """
     kwargs = {**env_kwargs, "episode_length": None}
@@ -262,11 +291,16 @@ def run_backtest(env_kwargs: Mapping[str, Any], act: Policy, *, policy_name: str
         strategy = Walk(benchmark.dates_N1, np.concatenate([strategy.position_N1, np.zeros(pad)]),
                         np.concatenate([strategy.equity_N1, np.full(pad, strategy.equity_N1[-1])]), strategy.fills)
     cost_rate = env.cost_rate
+    if periods_per_year is None:
+        periods_per_year, basis = infer_periods_per_year(benchmark.dates_N1)
+    else:
+        basis = "given"
     return BacktestResult(
         policy=policy_name, strategy=strategy, benchmark=benchmark,
         strategy_metrics=compute_metrics(strategy, cost_rate=cost_rate, periods_per_year=periods_per_year,
                                          risk_free=risk_free),
         benchmark_metrics=compute_metrics(benchmark, cost_rate=cost_rate, periods_per_year=periods_per_year,
                                           risk_free=risk_free),
-        periods_per_year=float(periods_per_year), risk_free=float(risk_free), fill=env.fill, cost_bps=env.cost_bps,
+        periods_per_year=float(periods_per_year), periods_per_year_basis=basis, risk_free=float(risk_free),
+        fill=env.fill, cost_bps=env.cost_bps,
         positions=env.positions, start=env.first_date, end=env.last_date, data_source=env.data_source)

@@ -1,12 +1,14 @@
-"""`asyncdqn backtest`: a learned trading policy (or a reference policy) against buy-and-hold on a CSV.
+"""`asyncdqn backtest`: a learned trading policy (or a reference policy) against buy-and-hold on a CSV; and
+`asyncdqn signal`: the position a learned policy takes for the bar after a CSV's last close.
 
 Place in the flow: after training; reads a checkpoint (never executing it) and the trading env's saved
 metadata, then hands a policy callable to backtest.run_backtest and the result to report.write_report.
 asyncdqn/cli.py parses the arguments and calls `backtest_command`.
 
-Which bars: `asyncdqn backtest RUN_DIR` without --data walks the run's own held-out range, as its evaluation
-did: the data and train_end of its saved config (the trading factory's `env.kwargs`), starting after the
-purge gap (config.scenario_kwargs). --data walks a CSV's whole range; --start/--end narrow either.
+Which bars: `asyncdqn backtest RUN_DIR` without --data walks the run's own held-out range: the data and
+train_end of its saved config (the trading factory's `env.kwargs`), starting after the purge gap
+(config.heldout_kwargs). The run's evaluations walked a validation slice before train_end instead, so these
+bars played no part in choosing the policy. --data walks a CSV's whole range; --start/--end narrow either.
 A reference policy (--policy) without --data walks the shipped GOOGL.csv.
 """
 
@@ -19,10 +21,10 @@ from pathlib import Path
 import pandas as pd
 
 from asyncdqn import checkpoint
-from asyncdqn.envs.trading.backtest import reference_policy, run_backtest
-from asyncdqn.envs.trading.config import FACTORY, read_settings, scenario_kwargs
-from asyncdqn.envs.trading.env import FEATURE_NAMES
-from asyncdqn.envs.trading.policy import env_kwargs_from_metadata
+from asyncdqn.envs.trading.backtest import next_position, reference_policy, run_backtest
+from asyncdqn.envs.trading.config import FACTORY, heldout_kwargs, read_settings
+from asyncdqn.envs.trading.env import FEATURE_NAMES, TradingEnv
+from asyncdqn.envs.trading.policy import check_policy_metadata, env_kwargs_from_metadata
 from asyncdqn.envs.trading.report import metrics_table, write_report
 from asyncdqn.errors import UserError, first_line
 
@@ -46,7 +48,7 @@ def _check_options(args: argparse.Namespace) -> None:
     _check_date("--start", args.start)
     _check_date("--end", args.end)
     # at least one bar a year: below that the per-period risk-free rate (1 + rf) ** (1 / ppy) overflows
-    if not (math.isfinite(args.periods_per_year) and args.periods_per_year >= 1):
+    if args.periods_per_year is not None and not (math.isfinite(args.periods_per_year) and args.periods_per_year >= 1):
         raise UserError(f"--periods-per-year must be a finite number >= 1, got {args.periods_per_year:g}")
     if not (math.isfinite(args.risk_free) and args.risk_free > -1):
         raise UserError(f"--risk-free must be a finite annual rate above -1 (e.g. 0.02), got {args.risk_free:g}")
@@ -118,13 +120,14 @@ def _check_policy_shape(act: object, meta: dict, source: str) -> None:
 
 
 def run_range(ckpt: dict, source: str) -> dict:
-    """The data, start and end a run evaluated on, from its saved config: for a run of the trading factory,
-    its held-out walk after the purge gap; for an env built otherwise, `data`/`start`/`end` of its eval kwargs."""
+    """The data, start and end of a run's held-out walk, from its saved config: for a run of the trading factory,
+    the bars after train_end and its purge gap (config.heldout_kwargs: bars the run never evaluated on); for an env
+    built otherwise, `data`/`start`/`end` of its eval kwargs."""
     cfg = checkpoint.config_from(ckpt)
     settings = {**cfg.env.kwargs, **cfg.env.eval_kwargs}
     if cfg.env.factory == FACTORY:
         trading, _ = read_settings(settings)
-        settings = scenario_kwargs(trading, evaluation=True)
+        settings = heldout_kwargs(trading)
     elif "data" not in settings:
         raise UserError(f"{source}: its config names no data (env {cfg.env.factory or cfg.env.id!r}); pass --data CSV")
     return {key: settings.get(key) for key in ("data", "start", "end")}
@@ -169,6 +172,36 @@ def backtest_command(args: argparse.Namespace) -> int:
     except OSError as exc:  # an --out under a file, a read-only folder, a full disk
         raise UserError(f"cannot write the report to {out}/ ({exc.strerror or exc})") from None
     Console().print(metrics_table(result))
+    how = "given" if result.periods_per_year_basis == "given" else f"inferred: {result.periods_per_year_basis}"
+    print(f"annualised with {result.periods_per_year:g} periods per year ({how})")
     print(f"fills at the {result.fill} ({'next bar open' if result.fill == 'open' else 'same bar close'}), "
           f"cost {result.cost_bps:g} bps; report written to {out}/ (report.json, equity.csv, trades.csv, equity.png)")
+    return 0
+
+
+def _position_name(position: float) -> str:
+    return "long" if position > 0 else "short" if position < 0 else "flat"
+
+
+def signal_command(args: argparse.Namespace) -> int:
+    """`asyncdqn signal RUN_DIR --data CSV`: one line, the position the run's policy takes for the next bar.
+
+    The policy walks the CSV's whole range from its first decision bar (so the position it holds, part of its
+    observation, is its own), then decides once more at the last close. Run it after the close; with the
+    trained fill (`open`) the position is entered at the next bar's open."""
+    ckpt = checkpoint.load(args.checkpoint)
+    meta = _trading_metadata(ckpt, args.checkpoint)
+    kwargs = env_kwargs_from_metadata(meta, args.data, date_format=args.date_format, dayfirst=args.dayfirst,
+                                      dropna=args.dropna)
+    act = checkpoint.policy_from(ckpt)
+    _check_policy_shape(act, meta, args.checkpoint)
+    env = TradingEnv(**kwargs)
+    check_policy_metadata(meta, env)
+    try:
+        date, held, target = next_position(env, act)
+    except ValueError as exc:
+        raise UserError(f"{args.data}: {first_line(exc)}") from None
+    change = "hold" if target == held else f"from {_position_name(held)} {held:g}"
+    when = "at the next bar's open" if env.fill == "open" else "at this close (fill=close, as trained)"
+    print(f"{date} close: {_position_name(target)} {target:g} for the next bar ({change}; fill {when})")
     return 0

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 
-_DMY = re.compile(r"^(\d{1,2})([/.\-])(\d{1,2})\2(\d{4})(?:[ T](\d{1,2}):(\d{2})(:\d{2})?)?$")
+_DMY = re.compile(r"^(\d{1,2})([/.\-])(\d{1,2})\2(\d{4})(?:[ T](\d{1,2}):(\d{2})(:\d{2}(\.\d{1,6})?)?)?$")
 
 
 def infer_date_format(first: str, dayfirst: bool) -> str | None:
@@ -32,7 +32,7 @@ def infer_date_format(first: str, dayfirst: bool) -> str | None:
     sep = match.group(2)
     fmt = f"%d{sep}%m{sep}%Y" if dayfirst else f"%m{sep}%d{sep}%Y"
     if match.group(5) is not None:
-        fmt += " %H:%M" + (":%S" if match.group(7) else "")
+        fmt += " %H:%M" + (":%S" if match.group(7) else "") + (".%f" if match.group(8) else "")
     return fmt
 
 

@@ -25,16 +25,23 @@ What is rejected, and why (the pitfalls listed in the "Trading" issue):
   a filled price is a price that did not trade, and a back-filled one leaks the future.
 
 Order: an ascending file is returned as is. A newest-first file (strictly descending) or otherwise
-unordered file is sorted ascending and a `DataOrderWarning` (a UserWarning) says so; that warning is the
-only one this module emits.
+unordered file is sorted ascending, and one plain line on stderr says so (``asyncdqn: note: prices.csv:
+rows were newest-first; sorted ascending by date``), once per file and process however many envs load it.
+It is a notice, not a Python warning: a warning would print this module's path and line as well.
+
+Shapes accepted besides a plain ``Date,Open,...`` header: a file written by pandas ``DataFrame.to_csv()``
+from a frame indexed by dates (its first header cell is empty; that column is the date), and FX exports
+whose time column is ``Gmt time`` or ``Local time`` with stamps such as ``01.01.2017 22:00:00.000``.
 
 Dates: with ``date_format`` given it is used for every row. Otherwise the format is chosen from the
 first date: year-first ISO forms (``2009-05-22``, ``2009-05-22 09:30``, ``...T09:30:00Z``), ``2009/05/22``,
-``20090522``, epoch seconds/milliseconds, or ``a/b/YYYY`` (also with ``.`` or ``-``), read month-first
-unless ``dayfirst=True``. One format is applied to all rows, so a file can never be half month-first and
-half day-first. Known limit: a file in which every date has day <= 12 and that is ordered either way
-(e.g. monthly data on the 1st) cannot be told apart; the flag decides. Timezone-aware stamps are converted
-to UTC and the zone dropped, so the index is always tz-naive.
+``20090522``, epoch seconds/milliseconds, or ``a/b/YYYY`` (also with ``.`` or ``-``, optionally with a
+time ``HH:MM[:SS[.fff]]``), read month-first unless ``dayfirst=True``. Without the flag, a file that
+proves itself day-first (some date fails month-first, e.g. ``13.01.2017``, and every date parses
+day-first) is read day-first: that is no guess. One format is applied to all rows, so a file can never be
+half month-first and half day-first. Known limit: a file in which every date has day <= 12 and that is
+ordered either way (e.g. monthly data on the 1st) cannot be told apart; the flag decides. Timezone-aware
+stamps are converted to UTC and the zone dropped, so the index is always tz-naive.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-import warnings
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -59,7 +66,7 @@ REQUIRED_COLUMNS = ("date", *PRICE_COLUMNS, "volume")
 # Header names are compared after lower-casing and removing spaces, underscores and dashes, so
 # "Adj Close", "adj_close" and "AdjClose" all map to adj_close.
 COLUMN_ALIASES = {
-    "date": "date", "datetime": "date", "time": "date", "timestamp": "date",
+    "date": "date", "datetime": "date", "time": "date", "timestamp": "date", "gmttime": "date", "localtime": "date",
     "open": "open", "high": "high", "low": "low", "close": "close",
     "adjclose": "adj_close", "volume": "volume",
 }
@@ -86,8 +93,14 @@ def shipped_csv(name: str) -> Path:
     return Path(str(resources.files("asyncdqn.data").joinpath(name)))
 
 
-class DataOrderWarning(UserWarning):
-    """The file was not in ascending date order and was sorted (e.g. a newest-first export)."""
+_NOTICED: set[str] = set()  # notices this process has printed: actors and evaluation copies load one file often
+
+
+def notice_once(text: str) -> None:
+    """One plain line on stderr, ``asyncdqn: note: <text>``, the first time this process is told `text`."""
+    if text not in _NOTICED:
+        _NOTICED.add(text)
+        print(f"asyncdqn: note: {text}", file=sys.stderr, flush=True)
 
 
 class LoadedOHLCV(NamedTuple):
@@ -150,6 +163,8 @@ def _map_header(source: str, header: list[str]) -> dict[str, int]:
             first = header[found[canonical]]
             raise DataError(source, f"columns {_show(first)} and {_show(raw)} both mean {canonical!r}")
         found[canonical] = position
+    if "date" not in found and header and not str(header[0]).strip():
+        found["date"] = 0  # DataFrame.to_csv() of a date-indexed frame: the unnamed index holds the dates
     missing = [name for name in REQUIRED_COLUMNS if name not in found]
     if missing:
         shown = ", ".join(_show(str(h)) for h in header[:12])
@@ -234,6 +249,11 @@ def _parse_dates(table: _Table, date_format: str | None, dayfirst: bool) -> tupl
     except (ValueError, re.error) as exc:  # a bad --date-format ('%Q'), or zones pandas cannot reconcile
         raise DataError(table.source, f"cannot read the dates with format {fmt!r} ({first_line(exc)})") \
             from None
+    swapped = swapped_format(fmt)
+    if date_format is None and not dayfirst and swapped and np.isnat(dates[present]).any():
+        other, other_far = to_datetimes(text[present], swapped)
+        if not np.isnat(other).any():  # month-first fails somewhere, day-first reads every row: proven day-first
+            fmt, swapped, dates[present], far = swapped, fmt, other, other_far
     bad = present[np.isnat(dates[present])]
     if bad.size and far[np.searchsorted(present, bad[0])]:
         raise _fail(table, bad[0], f"date {_show(text[bad[0]])} is outside the supported range "
@@ -243,7 +263,6 @@ def _parse_dates(table: _Table, date_format: str | None, dayfirst: bool) -> tupl
             "; give the format with --date-format"
         raise _fail(table, bad[0], f"cannot parse date {_show(text[bad[0]])} as {fmt!r}{hint}")
     # A day/month swap shows up as dates out of order that the other reading puts in order.
-    swapped = swapped_format(fmt)
     if swapped and present.size > 2 and not strictly_monotonic(dates[present]):
         other, _ = to_datetimes(text[present], swapped)
         if not np.isnat(other).any() and strictly_monotonic(other):
@@ -339,7 +358,7 @@ def read_ohlcv(source: str | Path | pd.DataFrame, *, date_format: str | None = N
     if reordered:
         newest_first = bool(np.all(np.diff(stamps.astype(np.int64)) < 0))
         what = "newest-first" if newest_first else "not in date order"
-        warnings.warn(f"{table.source}: rows were {what}; sorted ascending by date", DataOrderWarning, stacklevel=3)
+        notice_once(f"{table.source}: rows were {what}; sorted ascending by date")
         kept = kept[order]
 
     names = [n for n in ("open", "high", "low", "close", "adj_close", "volume") if n in columns]

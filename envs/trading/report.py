@@ -41,7 +41,10 @@ def _json_safe(metrics: Metrics) -> dict[str, Any]:
 def report_dict(result: BacktestResult) -> dict[str, Any]:
     return {
         "policy": result.policy, "data": result.data_source, "start": result.start, "end": result.end,
-        "periods_per_year": result.periods_per_year, "risk_free": result.risk_free, "fill": result.fill,
+        "periods_per_year": result.periods_per_year,
+        "periods_per_year_from": "given" if result.periods_per_year_basis == "given" else
+        f"inferred: {result.periods_per_year_basis}",
+        "risk_free": result.risk_free, "fill": result.fill,
         "cost_bps": result.cost_bps, "positions": list(result.positions),
         "benchmark_policy": "buy-and-hold long 1.0, same fills and costs",
         "strategy": _json_safe(result.strategy_metrics), "benchmark": _json_safe(result.benchmark_metrics),
@@ -77,7 +80,7 @@ def equity_figure(result: BacktestResult) -> Figure:
     top.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     top.yaxis.set_minor_formatter(NullFormatter())
     top.set_ylabel("equity (start = 1)")
-    top.set_title(f"{result.policy} vs buy & hold, {result.start}..{result.end}, fill={result.fill}, "
+    top.set_title(f"{result.policy} vs buy & hold\n{result.start} .. {result.end}, fill={result.fill}, "
                   f"cost={result.cost_bps:g} bps")
     top.legend(loc="upper left")
     bottom.fill_between(dates, 100 * drawdown(strategy), 0, color="tab:red", alpha=0.4, linewidth=0)
@@ -120,8 +123,12 @@ def _cell(name: str, value: float | int) -> str:
 
 
 def metrics_table(result: BacktestResult) -> Table:
-    """Strategy and benchmark metrics side by side, for the terminal (rich)."""
-    table = Table(title=f"Backtest {result.start}..{result.end}  fill={result.fill}  cost={result.cost_bps:g} bps")
+    """Strategy and benchmark metrics side by side, for the terminal (rich).
+
+    The title's first line holds the range; the table is at least as wide as that line, because rich folds a
+    word longer than the table (an intraday stamp such as 2017-01-02T22:00:00) in the middle."""
+    span = f"Backtest {result.start} .. {result.end}"
+    table = Table(title=f"{span}\nfill={result.fill}  cost={result.cost_bps:g} bps", min_width=len(span))
     table.add_column("metric")
     table.add_column(result.policy, justify="right")
     table.add_column("buy & hold", justify="right")
