@@ -65,6 +65,25 @@ Scorer = Callable[["Learner"], np.ndarray]
 """How good each net is now, asked at each merge (in the learner's thread): `runtime.merge_scorer` builds it."""
 
 
+_MIX = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53)
+
+
+def bootstrap_mask(stamp_KB: np.ndarray, idx_KB: np.ndarray, seed: int, p: float) -> np.ndarray:
+    """Bootstrapped DQN's masks (Osband et al. 2016): 1.0 where net k learns from the row, with probability p.
+
+    The coin is a hash (splitmix64's finaliser) of the row's identity in replay (its write number and slot),
+    the net and the seed, not a stored draw: it is fixed for the row's life in replay, costs no replay column,
+    and a resumed run draws the same coins. Row (k, b) of a K x B batch is what net k trains on."""
+    u64 = np.uint64
+    k_KB = np.broadcast_to(np.arange(stamp_KB.shape[0], dtype=u64)[:, None], stamp_KB.shape)
+    x = (stamp_KB.astype(u64) * u64(_MIX[0])) ^ (idx_KB.astype(u64) * u64(_MIX[1])) ^ (
+        (k_KB + u64((seed * 64) % 2**64)) * u64(_MIX[2]))
+    for mult in _MIX[3:]:
+        x = (x ^ (x >> u64(33))) * u64(mult)
+    x = x ^ (x >> u64(33))
+    return ((x >> u64(11)).astype(np.float64) * 2.0**-53 < p).astype(np.float32)
+
+
 def population_lrs(lrs: tuple, default: float, k: int, rng: np.random.Generator) -> np.ndarray:
     """Each net's learning rate: `default` for all, K given values, or K log-uniform draws from [low, high]."""
     if not lrs:
@@ -103,7 +122,7 @@ class Learner:
         """obs_shape: an int (a flat observation) or a shape; image shapes get conv nets (`learner.net`).
         obs_classes: N > 0 for Discrete(N) observations (shape ()), which get a one-hot MLP.
         population: per-net learning rates (and PBT's explore step), see `PopulationConfig`."""
-        self.cfg, self.merge_cfg = cfg, merge_cfg
+        self.cfg, self.merge_cfg, self.seed = cfg, merge_cfg, seed
         self.population = population or PopulationConfig()
         k = cfg.num_nets
         shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
@@ -163,7 +182,12 @@ class Learner:
                        q_next_target)
         q = q_all.gather(-1, act.unsqueeze(-1)).squeeze(-1)
         per_row = F.huber_loss(q, y, reduction="none", delta=self.cfg.huber_delta)
-        loss_K = (per_row * torch.as_tensor(batch.weight_KB)).mean(1)
+        weight = torch.as_tensor(batch.weight_KB)
+        if self.cfg.bootstrap_p < 1.0:  # each net's loss is its mean over the rows its mask keeps
+            mask = torch.as_tensor(bootstrap_mask(batch.stamp_KB, batch.idx_KB, self.seed, self.cfg.bootstrap_p))
+            loss_K = (per_row * weight * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        else:
+            loss_K = (per_row * weight).mean(1)
         loss_np = loss_K.detach().numpy()
         td_abs = (q - y).detach().abs().numpy()
         q_max = float(q_all.detach().abs().max())

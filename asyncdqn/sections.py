@@ -120,6 +120,9 @@ class LearnerConfig:
     """Env steps the actors may run ahead of the replay-ratio schedule; 0 = lockstep, deterministic."""
     q_limit: float = 1e6
     """An update whose |Q| exceeds this counts as diverged and is skipped, like a NaN/inf loss."""
+    bootstrap_p: float = 1.0
+    """Bootstrapped DQN masks (Osband et al. 2016): each net learns from a replay row with probability p, a coin
+    fixed per row and net; 1 = every net learns from every row."""
     max_bad_updates: int = 100
     """Consecutive skipped (NaN/inf or diverged) updates after which the run stops with an error."""
 
@@ -130,6 +133,7 @@ class LearnerConfig:
         require(all(isinstance(h, int) and h > 0 for h in self.hidden), "learner.hidden",
                  "must be a list of positive integers")
         require(self.lr > 0, "learner.lr", "must be > 0")
+        require(0.0 < self.bootstrap_p <= 1.0, "learner.bootstrap_p", "must be in (0, 1]")
         require(0.0 <= self.gamma <= 1.0, "learner.gamma", "must be in [0, 1]")
         require(self.grad_clip > 0, "learner.grad_clip", "must be > 0")
         require(self.huber_delta > 0, "learner.huber_delta", "must be > 0")

@@ -273,3 +273,52 @@ def test_explore_gives_the_lowest_weight_net_the_top_nets_rate_perturbed():
         learner.lrs_K[:] = (1.0, 1.0, 1.0)
         factors[round(learner.merge(np.array([2.0, 1.0, 0.0])).lrs_K[2], 2)] += 1
     assert set(factors) == {0.8, 1.25}
+
+
+def test_bootstrap_masks_are_fixed_per_row_and_net_and_keep_about_p_of_the_rows():
+    from asyncdqn.learner import bootstrap_mask
+
+    rng = np.random.default_rng(0)
+    stamp = rng.integers(0, 10**6, (4, 5000))
+    idx = rng.integers(0, 10**5, (4, 5000))
+    m = bootstrap_mask(stamp, idx, 3, 0.5)
+    assert m.dtype == np.float32 and set(np.unique(m)) == {0.0, 1.0}
+    assert abs(m.mean() - 0.5) < 0.02 and np.all(np.abs(m.mean(1) - 0.5) < 0.03)
+    assert abs(np.mean(m[0] * m[1]) - 0.25) < 0.03                  # the nets' coins are independent
+    assert abs(bootstrap_mask(stamp, idx, 3, 0.2).mean() - 0.2) < 0.02
+    # the same row keeps its coin wherever it lands in a batch; a new write to the slot or a new seed redraws
+    assert np.array_equal(bootstrap_mask(stamp[:, ::-1], idx[:, ::-1], 3, 0.5), m[:, ::-1])
+    assert np.mean(bootstrap_mask(stamp + 1, idx, 3, 0.5) != m) > 0.4
+    assert np.mean(bootstrap_mask(stamp, idx, 4, 0.5) != m) > 0.4
+    same_row = bootstrap_mask(np.full((2, 3), 7), np.full((2, 3), 9), 0, 0.5)
+    assert (same_row == same_row[:, :1]).all()                    # one coin per (row, net)
+
+
+def test_a_masked_net_learns_exactly_as_a_lone_net_on_the_rows_its_mask_keeps():
+    from asyncdqn.learner import bootstrap_mask
+
+    cfg = LearnerConfig(num_nets=2, hidden=(8,), bootstrap_p=0.5)
+    boot = Learner(cfg, MergeConfig(every=10_000), 3, 2, seed=0)  # the singles' seed: the same initial target
+    singles = []
+    for k in range(2):
+        one = Learner(LearnerConfig(num_nets=1, hidden=(8,)), MergeConfig(every=10_000), 3, 2, seed=0)
+        with torch.no_grad():
+            for p, q in zip(one.online.parameters(), boot.online.parameters()):
+                p.copy_(q[k:k + 1])
+        singles.append(one)
+    rng = np.random.default_rng(1)
+    for step in range(5):
+        obs, nxt = rng.normal(size=(2, 2, 8, 3)).astype(np.float32)
+        ret = rng.normal(size=(2, 8)).astype(np.float32)
+        stamp, idx = np.full((2, 8), step), np.arange(16).reshape(2, 8)
+        batch = Batch(obs, np.zeros((2, 8), np.int64), ret, np.full((2, 8), 0.9, np.float32), nxt,
+                      np.ones((2, 8), np.float32), idx, stamp)
+        mask = bootstrap_mask(stamp, idx, 0, 0.5).astype(bool)
+        assert 0 < mask.sum() < 16
+        boot.update(batch)
+        for k, one in enumerate(singles):
+            if mask[k].any():
+                one.update(Batch(*(x[k:k + 1][:, mask[k]] for x in batch)))
+    for k, one in enumerate(singles):
+        for p, q in zip(one.online.parameters(), boot.online.parameters()):
+            assert torch.allclose(p[0], q[k], atol=1e-6)
