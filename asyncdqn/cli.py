@@ -359,9 +359,9 @@ def cmd_signal(args: argparse.Namespace) -> int:
 
 
 def cmd_walkforward(args: argparse.Namespace) -> int:
-    from asyncdqn.envs.trading.walkforward import command
+    from asyncdqn.envs.trading.cli import walkforward_command
 
-    return command(args)
+    return walkforward_command(args)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

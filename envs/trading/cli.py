@@ -212,3 +212,10 @@ def signal_command(args: argparse.Namespace) -> int:
     when = "at the next bar's open" if env.fill == "open" else "at this close (fill=close, as trained)"
     print(f"{date} close: {_position_name(target)} {target:g} for the next bar ({change}; fill {when})")
     return 0
+
+
+def walkforward_command(args: argparse.Namespace) -> int:
+    """`asyncdqn walkforward` (walkforward.py): the CLI reaches the trading package only through this module."""
+    from asyncdqn.envs.trading.walkforward import command
+
+    return command(args)
