@@ -273,6 +273,13 @@ class TradingEnv(gym.Env):
         """Number of steps in the full evaluation walk."""
         return self._last_bar - self._first_bar
 
+    def walk_moves(self) -> tuple[np.ndarray, np.ndarray]:
+        """(gap_N, move_N) of the full evaluation walk's N steps, the price ratios step() applies: step i
+        (from mark i to i+1) grows equity by (1 + p * gap_N[i]) before its fill and (1 + p' * move_N[i]) after.
+        gap_N is 0 with fill="close". Lets the backtest replay other position paths without stepping the env."""
+        steps = slice(self._first_bar, self._last_bar)
+        return np.asarray(self._gap[steps]), np.asarray(self._move[steps])
+
     # ------------------------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
