@@ -3,16 +3,18 @@ cases, the vectorised replay against the env's own walk, and the random-policy c
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
-from conftest_trading import make_ohlcv
+from conftest_trading import GOOGL_CSV, make_ohlcv
 from scipy import stats as scipy_stats
 
 from asyncdqn.envs.trading import TradingConfig, TradingEnv, env_kwargs_from_metadata, scenario_kwargs
 from asyncdqn.envs.trading import backtest as bt
 from asyncdqn.envs.trading import stats as st
+from asyncdqn.cli import main
 from asyncdqn.errors import UserError
 
 # ------------------------------------------------------------------------------------------ slippage
@@ -234,7 +236,7 @@ def test_a_strategy_that_sees_the_future_beats_every_random_path_and_a_random_on
 def test_quant_stats_of_a_backtest():
     kwargs = {"data": make_ohlcv(400, seed=41), "window": 4, "cost_bps": 10.0, "slippage_bps": 5.0}
     result = bt.run_backtest(kwargs, bt.reference_policy("random", (-1.0, 0.0, 1.0), seed=1), policy_name="random")
-    q = st.quant_stats(result, n_trials=5, random_trials=300, rng=np.random.default_rng(1))
+    q = st.quant_stats(result, n_trials=5, random_trials=300, seed=1)
     paid = sum(f.cost for f in result.strategy.fills)
     assert q.commission_paid == pytest.approx(paid * 10 / 15) and q.slippage_paid == pytest.approx(paid * 5 / 15)
     assert q.strategy_gross.final_equity > result.strategy_metrics.final_equity
@@ -252,10 +254,59 @@ def test_quant_stats_of_a_backtest():
     assert q.turnover_annualised == pytest.approx(q.turnover_per_bar * 252.0)
     assert (q.random_trials, q.random.trials) == (300, 300)
     assert q.random.changes == len(result.strategy.fills) and q.random.low < q.random.median < q.random.high
-    again = st.quant_stats(result, n_trials=5, random_trials=300, rng=np.random.default_rng(1))
+    again = st.quant_stats(result, n_trials=5, random_trials=300, seed=1)
     assert (again.random, again.psr, again.dsr) == (q.random, q.psr, q.dsr)  # seeded
     weekly = bt.run_backtest(kwargs, bt.reference_policy("random", (-1.0, 0.0, 1.0), seed=1), policy_name="random",
                              periods_per_year=52.0)
     w = st.quant_stats(weekly, random_trials=0)
     assert w.turnover_annualised == pytest.approx(q.turnover_per_bar * 52.0) and w.random.trials == 0
     assert w.dsr == w.psr and w.dsr_benchmark_sharpe == 0.0  # one trial: deflated by nothing
+
+
+# ------------------------------------------------------------------------------- report and command
+
+
+def test_backtest_command_reports_the_statistics(tmp_path, capsys):
+    args = ["backtest", "--policy", "random", "--data", str(GOOGL_CSV), "--start", "2017-06-01", "--cost-bps", "10",
+            "--slippage-bps", "5", "--n-trials", "7", "--random-trials", "200", "--seed", "3", "--out", str(tmp_path)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    for words in ("no costs", "b&h no costs", "slippage paid (5 bps/fill)", "PSR", "best of 7 trial(s)",
+                  "p-value", "cost 10 bps + slippage 5 bps per fill"):
+        assert words in text, words
+    report = json.loads((tmp_path / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert (report["cost_bps"], report["slippage_bps"]) == (10.0, 5.0)
+    # the numbers are quant_stats' for the same walk and seed
+    result = bt.run_backtest({"data": str(GOOGL_CSV), "start": "2017-06-01", "cost_bps": 10.0, "slippage_bps": 5.0,
+                              "positions": (-1.0, 0.0, 1.0)}, bt.reference_policy("random", (-1.0, 0.0, 1.0), seed=3),
+                             policy_name="random")
+    q = st.quant_stats(result, n_trials=7, random_trials=200, seed=3)
+    stats = report["statistics"]
+    assert stats["n_trials"] == 7 and stats["dsr"] == pytest.approx(q.dsr) and stats["psr"] == pytest.approx(q.psr)
+    assert stats["information_ratio"] == pytest.approx(q.information_ratio)
+    assert stats["commission_paid"] == pytest.approx(q.commission_paid) and stats["slippage_paid"] > 0
+    assert stats["holding_period_bars"] == pytest.approx(q.holding_period_bars)
+    assert stats["random_policies"] == {"trials_asked": 200, "seed": 3, **q.random._asdict(),
+                                        "statistic": "sharpe after costs"}
+    assert report["strategy_gross"]["sharpe"] == pytest.approx(q.strategy_gross.sharpe)
+    assert report["strategy_gross"]["final_equity"] > report["strategy"]["final_equity"]
+    assert report["benchmark_gross"]["win_rate"] is None  # no closed trade: null, not NaN
+    final_row = next(line for line in text.splitlines() if "final_equity" in line)  # net, gross, b&h, b&h gross
+    assert [cell.strip() for cell in final_row.split("│")[2:6]] == [
+        f"{m.final_equity:.4f}" for m in (result.strategy_metrics, q.strategy_gross, result.benchmark_metrics,
+                                          q.benchmark_gross)]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--slippage-bps", "-1"], "--slippage-bps must be a finite number >= 0, got -1"),
+    (["--slippage-bps", "nan"], "--slippage-bps must be a finite number >= 0, got nan"),
+    (["--n-trials", "0"], "--n-trials must be >= 1"),
+    (["--random-trials", "-5"], "--random-trials must be in 0..100000 (0: no random comparison), got -5"),
+    (["--cost-bps", "3000", "--slippage-bps", "2000"], "--cost-bps 3000 + --slippage-bps 2000 make the largest"),
+    (["--slippage-bps", "5000"], "--cost-bps 10 + --slippage-bps 5000 make the largest"),
+])
+def test_bad_statistics_options_are_one_line(flags, message, tmp_path, capsys):
+    assert main(["backtest", "--policy", "long", "--data", str(GOOGL_CSV), "--out", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "report.json").exists()

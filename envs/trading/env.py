@@ -74,6 +74,7 @@ FEATURE_WARMUP = 14  # first bar index at which every feature is defined (rsi14 
 OBS_CLIP = 10.0
 RUIN_FLOOR = 1e-8
 FILL_MODES = ("open", "close")
+DEFAULT_COST_BPS = 10.0
 METADATA_VERSION = 1
 
 
@@ -151,8 +152,8 @@ class TradingEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, data: str | os.PathLike | pd.DataFrame | None = None, *, start: str | None = None,
-                 end: str | None = None, window: int = 32, cost_bps: float = 10.0, slippage_bps: float = 0.0,
-                 positions: Sequence[float] = (-1.0, 0.0, 1.0), fill: str = "open",
+                 end: str | None = None, window: int = 32, cost_bps: float = DEFAULT_COST_BPS,
+                 slippage_bps: float = 0.0, positions: Sequence[float] = (-1.0, 0.0, 1.0), fill: str = "open",
                  episode_length: int | None = None, norm_start: str | None = None, norm_end: str | None = None,
                  norm_stats: NormStats | Mapping[str, Sequence[float]] | None = None,
                  date_format: str | None = None, dayfirst: bool = False, dropna: bool = False,

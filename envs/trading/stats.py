@@ -237,13 +237,14 @@ class QuantStats:
     turnover_annualised: float
     holding_period_bars: float
     random_trials: int  # random paths asked for
+    random_seed: int  # their seed
     random: RandomComparison
 
 
-def quant_stats(result: BacktestResult, *, n_trials: int = 1, random_trials: int = 1000,
-                rng: np.random.Generator | None = None) -> QuantStats:
-    """Every statistic above for one backtest; `rng` draws the random paths (default: seed 0)."""
-    rng = np.random.default_rng(0) if rng is None else rng
+def quant_stats(result: BacktestResult, *, n_trials: int = 1, random_trials: int = 1000, seed: int = 0) -> QuantStats:
+    """Every statistic above for one backtest. The random paths draw from a child of SeedSequence(seed), a stream
+    apart from the one `backtest --policy random --seed` uses for its own actions."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     ppy, rf = result.periods_per_year, result.risk_free
     walk, metrics = result.strategy, result.strategy_metrics
     gross = {name: compute_metrics(gross_walk(w, result.gap_N, result.move_N), cost_rate=0.0, periods_per_year=ppy,
@@ -267,5 +268,5 @@ def quant_stats(result: BacktestResult, *, n_trials: int = 1, random_trials: int
         skewness=skew, kurtosis=kurt, psr=probabilistic_sharpe(sharpe_pp, n, skew, kurt), n_trials=n_trials,
         dsr_benchmark_sharpe=benchmark_pp * math.sqrt(ppy), dsr=dsr, turnover_per_bar=per_bar,
         turnover_annualised=per_bar * ppy, holding_period_bars=holding_period(walk.position_N1),
-        random_trials=random_trials,
+        random_trials=random_trials, random_seed=seed,
         random=compare_to_random(metrics.sharpe, random_M, len(change_steps(walk.position_N1))))
