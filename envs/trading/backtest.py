@@ -1,7 +1,8 @@
 """Backtest: the last stage of the trading data flow.
 
     env.TradingEnv --walk(policy)--> Walk (dates, positions, equity, fills) --> plain metric functions
-    --> Metrics --> report.write_report (report.json, equity.csv, trades.csv, equity.png)
+    --> Metrics --> stats.quant_stats (issue 14's statistics) --> report.write_report (report.json, equity.csv,
+    trades.csv, equity.png)
 
 This module imports only the trading env and its policy check; the CLI (cli.py) wires it to checkpoints.
 A policy is any callable act(obs_BO float32 [B, obs_dim]) -> int array [B] of action indices (B = 1 here). The benchmark is buy-and-hold (always long 1.0) walked through the SAME env code, so it gets
