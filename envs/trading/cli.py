@@ -73,6 +73,9 @@ def _check_cost(cost_bps: float, slippage_bps: float, positions: tuple[float, ..
     """The env's rule, as a user error: the largest position change must cost less than all the equity."""
     largest = max(positions) - min(positions)
     if (cost_bps + slippage_bps) / 1e4 * largest >= 1.0:
+        if slippage_bps == 0:
+            raise UserError(f"--cost-bps {cost_bps:g} makes the largest trade ({largest:g}) cost 100% or more; "
+                            f"use less than {1e4 / largest:g}")
         raise UserError(f"--cost-bps {cost_bps:g} + --slippage-bps {slippage_bps:g} make the largest trade "
                         f"({largest:g}) cost 100% or more; use less than {1e4 / largest:g} in all")
 
@@ -108,6 +111,7 @@ def _trading_metadata(ckpt: dict, source: str) -> dict:
         "window": lambda v: type(v) is int and v >= 1,
         "positions": lambda v: isinstance(v, list) and v and all(map(_is_number, v)) and len(set(v)) == len(v),
         "cost_bps": lambda v: _is_number(v) and v >= 0,
+        "slippage_bps": lambda v: _is_number(v) and v >= 0,
         "fill": lambda v: v in ("open", "close"),
         "feature_names": lambda v: isinstance(v, list),
         "norm_mean": lambda v: isinstance(v, list) and len(v) == width and all(map(_is_number, v)),
