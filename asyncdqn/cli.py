@@ -42,6 +42,8 @@ EXAMPLES = {
     "backtest": ["asyncdqn backtest runs/tr", "asyncdqn backtest --policy long --start 2017-01-01"],
     "signal": ["asyncdqn signal runs/tr --data prices.csv"],
     "export": ["asyncdqn export runs/cp1 --format onnx", "asyncdqn export runs/cp1 --format torchscript --out cp1.pt"],
+    "walkforward": ["asyncdqn walkforward trading --folds 4 --out runs/wf",
+                    "asyncdqn walkforward trading --folds 3 --rolling --train-blocks 2 --set total_steps=20000"],
     "sweep": ["asyncdqn sweep smoke", "asyncdqn sweep my_grid.toml --parallel 1 --out runs/g1"],
     "compare": ["asyncdqn compare runs/sweep-smoke", "asyncdqn compare runs/g1 --baseline k1 --reps 5000"],
 }
@@ -59,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                 epilog="examples:\n  asyncdqn scenarios\n  asyncdqn train cartpole --seed 0\n"
                        "  asyncdqn train --help", formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
-                           help="train, eval, scenarios, backtest, signal, export, sweep or compare (each has "
-                                "--help)")
+                           help="train, eval, scenarios, backtest, signal, walkforward, export, sweep or compare "
+                                "(each has --help)")
     _train_options(_command(sub, "train", "train on a scenario (built-in name or TOML path)"))
 
     e = _command(sub, "eval", "greedy evaluation of a checkpoint")
@@ -84,12 +86,32 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--date-format", default=None, help="strftime format of the CSV's dates (default: inferred)")
     g.add_argument("--dayfirst", action="store_true", help="read ambiguous dates as day/month (01/02 = 1 Feb)")
     g.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of refusing them")
+    _walkforward_options(_command(sub, "walkforward", "train, validate and test a trading scenario fold by fold, "
+                                                      "out of sample"))
     export.add_parser(_command(sub, "export", export.HELP))
     _sweep_options(_command(sub, "sweep", "run scenarios x arms x seeds from a grid TOML, N runs at a time, "
                                           "resumable"))
     _compare_options(_command(sub, "compare", "compare arms over seeds: IQM, mean and P(improvement) with 95% "
                                               "bootstrap intervals (rliable)"))
     return p
+
+
+def _walkforward_options(w: argparse.ArgumentParser) -> None:
+    w.add_argument("scenario", help="a trading scenario: built-in name (trading) or the path of a scenario TOML")
+    w.add_argument("--folds", type=int, default=4, help="test blocks (default 4): the bars are cut into folds + 1")
+    how = w.add_mutually_exclusive_group()
+    how.add_argument("--anchored", action="store_true", help="train each fold on every earlier bar (the default)")
+    how.add_argument("--rolling", action="store_true", help="train each fold on the last --train-blocks blocks only")
+    w.add_argument("--train-blocks", type=int, default=1, help="blocks a rolling fold trains on (default 1)")
+    w.add_argument("--data", action="append", default=None, metavar="CSV",
+                   help="an asset's CSV; repeat for several assets (default: the scenario's data)")
+    w.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field of every fold's run, e.g. --set total_steps=20000")
+    w.add_argument("--seed", type=int, default=0, help="seed of every fold's run and of the bootstrap (default 0)")
+    w.add_argument("--parallel", type=int, default=2, help="fold runs at a time (default 2)")
+    w.add_argument("--periods-per-year", type=float, default=None,
+                   help="bars per year for annualised figures (default: inferred from the timestamps)")
+    w.add_argument("--out", type=Path, default=None, help="folder (default runs/walkforward-<scenario>)")
 
 
 def _sweep_options(s: argparse.ArgumentParser) -> None:
@@ -344,6 +366,12 @@ def cmd_signal(args: argparse.Namespace) -> int:
     return signal_command(args)
 
 
+def cmd_walkforward(args: argparse.Namespace) -> int:
+    from asyncdqn.envs.trading.walkforward import command
+
+    return command(args)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from asyncdqn import sweep
 
@@ -371,7 +399,7 @@ def _user_error(exc: BaseException) -> BaseException | None:
 
 def main(argv: list[str] | None = None) -> int:
     commands = {"train": cmd_train, "eval": cmd_eval, "scenarios": cmd_scenarios, "backtest": cmd_backtest,
-                "signal": cmd_signal, "export": export.command, "sweep": cmd_sweep, "compare": cmd_compare}
+                "signal": cmd_signal, "walkforward": cmd_walkforward, "export": export.command, "sweep": cmd_sweep, "compare": cmd_compare}
     try:
         args = _parser().parse_args(argv)
         return commands[args.command](args)

@@ -205,6 +205,7 @@ def compare(runs: list[Run], baseline: str | None = None, reps: int = 2000, seed
                                                                                      else arms[0])
     if baseline not in arms:
         raise UserError(f"baseline {baseline!r} is not among the runs' arms ({', '.join(arms)})")
+    arms = [baseline] + [a for a in arms if a != baseline]  # the baseline's row first in tables and plots
     scenarios = list(dict.fromkeys(r.scenario for r in runs))
     if len(scenarios) > 1 and any(r.score_range is None for r in runs):
         raise UserError("runs of several scenarios need each scenario's score_range (a sweep grid's "

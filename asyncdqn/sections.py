@@ -121,8 +121,7 @@ class LearnerConfig:
     q_limit: float = 1e6
     """An update whose |Q| exceeds this counts as diverged and is skipped, like a NaN/inf loss."""
     bootstrap_p: float = 1.0
-    """Bootstrapped DQN masks (Osband et al. 2016): each net learns from a replay row with probability p, a coin
-    fixed per row and net; 1 = every net learns from every row."""
+    """Bootstrapped DQN masks (Osband et al. 2016): each net learns from a replay row with probability p (1 = all)."""
     max_bad_updates: int = 100
     """Consecutive skipped (NaN/inf or diverged) updates after which the run stops with an error."""
 

@@ -11,10 +11,16 @@ the cores, which stretches each run's wall-clock (reported as measured).
 
 The summary reads every seed's metrics.jsonl ('eval' records) and summary.json: per evaluation step the mean
 and standard deviation over the seeds that reached it, the final 20-episode evaluation, and each run's train
-wall-clock. `--summarize-only` skips training (e.g. to summarize seeds still running: their curves so far).
+wall-clock. The final figure also gets a 95% Student-t interval of the mean over seeds (n seeds, n - 1
+degrees of freedom: seeds are the independent samples, never a run's episodes). A scenario that stops early
+(`eval.stop_at`, as cartpole, acrobot and lunarlander do) ends some runs before STEPS: each seed's env steps
+and whether it stopped early are in the result. `--summarize-only` skips training (e.g. to summarize seeds
+still running: their curves so far).
 
 Run:   .venv/bin/python benchmarks/game_curve.py minatar-breakout --steps 500000 --seeds 0..4 \\
            --runs-dir runs/minatar-500k [--parallel 2] [--out r.json] [--png curve.png]
+       .venv/bin/python benchmarks/game_curve.py lunarlander --steps 100000 --seeds 0..4 \\
+           --runs-dir runs/lunarlander-100k   (needs Box2D: pip install -e '.[games]')
 Smoke: .venv/bin/python benchmarks/game_curve.py cartpole --quick --runs-dir /tmp/curve-smoke
 """
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -66,6 +73,31 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+# Two-sided 95% quantiles of Student's t, t(0.975; df) for df = 1..30 (any statistics table; tests/test_game_curve.py
+# checks them against the density). Past 30 the Cornish-Fisher expansion below is within 1e-4 of the quantile.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """t(0.975; df): the half-width of a 95% interval of a mean is t975(n - 1) * std / sqrt(n)."""
+    if df < 1:
+        raise ValueError(f"a t interval needs df >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964  # the normal quantile; two terms of its expansion in 1/df (Abramowitz & Stegun 26.7.5)
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def ci95(values: list[float]) -> tuple[float, float]:
+    """95% Student-t interval of the mean of `values` (one per seed); NaN for fewer than 2 values."""
+    if len(values) < 2:
+        return math.nan, math.nan
+    m, sd = mean_std(values)
+    half = t975(len(values) - 1) * sd / math.sqrt(len(values))
+    return m - half, m + half
+
+
 def summarize(runs: dict[int, dict]) -> tuple[list[dict], dict]:
     """Rows per evaluation step (over the seeds that reached it) and the finished runs' final figures."""
     steps = sorted({s for r in runs.values() for s in r["curve"]})
@@ -81,6 +113,11 @@ def summarize(runs: dict[int, dict]) -> tuple[list[dict], dict]:
         walls = [d["total_train_wall_s"] for d in done.values()]
         final.update({"final_eval_per_seed": {s: d["eval_return_mean"] for s, d in done.items()},
                       "final_mean": mean_std(finals)[0], "final_std": mean_std(finals)[1],
+                      "final_ci95": list(ci95(finals)),
+                      "evaluated_policy_per_seed": {s: d.get("evaluated_policy") for s, d in done.items()},
+                      "policy_env_steps_per_seed": {s: d.get("best_periodic_eval_env_steps")
+                                                    for s, d in done.items()},
+                      "stopped_early_per_seed": {s: d.get("stopped_early") for s, d in done.items()},
                       "train_wall_s_per_seed": {s: d["total_train_wall_s"] for s, d in done.items()},
                       "env_steps_per_seed": {s: d["env_steps"] for s, d in done.items()},
                       "median_train_wall_s": statistics.median(walls)})
@@ -143,9 +180,14 @@ def main() -> int:
     print_table("Greedy evaluation return over seeds", [("env_steps", ""), ("seeds", ""), ("mean", ".2f"),
                                                        ("std", ".2f")], rows)
     if "final_mean" in final:
-        print(f"\nfinal evaluation of the last policy ({len(final['seeds_finished'])} seeds finished): "
-              f"{final['final_mean']:.2f} ± {final['final_std']:.2f}; median train wall "
-              f"{final['median_train_wall_s']:.0f} s")
+        lo, hi = final["final_ci95"]
+        print(f"\nfinal evaluation ({len(final['seeds_finished'])} seeds finished): "
+              f"{final['final_mean']:.2f} ± {final['final_std']:.2f} (mean ± std over seeds; 95% interval "
+              f"[{lo:.2f}, {hi:.2f}]); median train wall {final['median_train_wall_s']:.0f} s")
+        for seed, value in final["final_eval_per_seed"].items():
+            print(f"  seed {seed}: {value:.2f} ({final['evaluated_policy_per_seed'][seed]}, "
+                  f"{final['env_steps_per_seed'][seed]} env steps"
+                  f"{', stopped early' if final['stopped_early_per_seed'][seed] else ''})")
     if args.png and rows:
         plot(runs, rows, f"{args.scenario}: {len(runs)} seeds", Path(args.png))
     headline = {"scenario": args.scenario, "steps": args.steps, "seeds": seeds, **final,

@@ -1,10 +1,11 @@
-"""Game environments: MinAtar grids and Atari 2600 frames, shaped for the conv Q-nets (asyncdqn.convnets).
+"""Game environments: MinAtar grids and Atari 2600 frames, shaped for the conv Q-nets (asyncdqn.convnets), and
+LunarLander (Box2D physics, 8 floats: the MLP ensemble).
 
 Place in the flow: env factories for the config's `env.factory`, called by asyncdqn.envs.make.make_env
 for the actors (training copies) and for evaluation; nothing here trains or acts.
 
     [env]
-    factory = "asyncdqn.envs.games:minatar"        # or "asyncdqn.envs.games:atari"
+    factory = "asyncdqn.envs.games:minatar"        # or ":atari", ":lunar_lander"
     kwargs = { game = "breakout" }
     eval_kwargs = { evaluation = true }   # Atari: raw rewards and full games for evaluation
 
@@ -12,7 +13,7 @@ Both factories give channel-first uint8 observations: MinAtar (C, 10, 10) with v
 replay memory float32 would take; observation_space.high is 1, so the conv net's input scale is 1), Atari
 (4, 84, 84) frames 0..255 (high 255, input scale 1/255): see `asyncdqn.convnets.input_scale_for`.
 
-minatar, ale_py and cv2 are imported inside the factories, so the default install (without the `games` extra)
+minatar, ale_py, cv2 and Box2D are imported inside the factories, so the default install (without the `games` extra)
 imports this module fine and fails only when a game is asked for, with a one-line UserError. Of the engine it
 imports only `asyncdqn.errors`, which imports nothing, so no cycle arises.
 
@@ -177,3 +178,20 @@ def atari(game: str = "pong", evaluation: bool = False, noop_max: int = 30, fram
         env = gym.wrappers.ClipReward(env, -1.0, 1.0)
     # Stacked on a new first axis: channel-first (frame_stack, 84, 84), as the conv net wants.
     return gym.wrappers.FrameStackObservation(env, frame_stack)
+
+
+# ------------------------------------------------------------------------------------------- LunarLander
+
+
+def lunar_lander(**kwargs: Any) -> gym.Env:
+    """gymnasium's LunarLander-v3 with its discrete actions (4: none, left, main, right engine); 8-float
+    observations, episodes truncated at 1000 steps, shaped rewards (+-100 for landing or crashing, -0.3 per
+    frame of main engine), 200 counts as solved (its spec's reward_threshold).
+
+    kwargs go to `gymnasium.make` as they are (gravity, enable_wind, wind_power, turbulence_power,
+    render_mode, ...). This factory exists only so that a missing Box2D is the games extra's one-line error:
+    `gymnasium.make("LunarLander-v3")` without it says to build box2d-py with swig, which the extra's wheel
+    does not need.
+    """
+    _import_games_module("Box2D", "the LunarLander env")
+    return gym.make("LunarLander-v3", **kwargs)

@@ -239,7 +239,8 @@ def test_scenarios_lists_cartpole(capsys):
     rc, out, err = run_cli(capsys, ["scenarios"])
     assert rc == 0 and err == ""
     names = [line.split()[0] for line in out.splitlines()]
-    assert names == sorted(names) and {"cartpole", "trading", "acrobot", "minatar-breakout", "atari-pong"} <= set(names)
+    assert names == sorted(names)
+    assert {"cartpole", "trading", "acrobot", "lunarlander", "minatar-breakout", "atari-pong"} <= set(names)
     assert "CartPole-v1" in out and "  learner.lr" not in out
 
 

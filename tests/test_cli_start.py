@@ -57,7 +57,8 @@ def test_every_command_and_option_has_help_and_each_command_ends_with_examples()
     import argparse
 
     root, commands = _subparsers()
-    assert set(commands) == {"train", "eval", "scenarios", "backtest", "signal", "export", "sweep", "compare"}
+    assert set(commands) == {"train", "eval", "scenarios", "backtest", "signal", "walkforward", "export", "sweep",
+                             "compare"}
     missing = [f"{name} {'/'.join(a.option_strings) or a.dest}"
                for name, parser in [("asyncdqn", root), *commands.items()] for a in parser._actions
                if not isinstance(a, argparse._HelpAction) and not a.help]

@@ -85,6 +85,7 @@ def test_iqm_mean_and_p_improvement_match_a_hand_computation_and_rliable(tmp_pat
     assert est["auc"]["k4"]["p_improve"] == pytest.approx(float(metrics.probability_of_improvement(x, y)))
     assert est["auc"]["k4"]["iqm"] == pytest.approx(float(metrics.aggregate_iqm(x)))
     assert "p_improve" not in est["auc"]["k1"]             # the baseline is not compared with itself
+    assert compare.compare(runs, baseline="k4", reps=100)["arms"] == ["k4", "k1"]   # its row comes first
     lo, hi = est["auc"]["k4"]["p_improve_ci"]
     assert 0.0 <= lo < 0.75 < hi <= 1.0
     assert result["suite"] is None                         # one scenario: no suite aggregate

@@ -1,8 +1,10 @@
-"""benchmarks/game_curve.py: the curve over seeds, from hand-made run folders; and which command a seed gets."""
+"""benchmarks/game_curve.py: the curve over seeds, from hand-made run folders; the 95% interval over seeds;
+and which command a seed gets."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,28 @@ def test_the_curve_averages_each_eval_step_over_the_seeds_that_reached_it(tmp_pa
     assert final["seeds_finished"] == [0, 1]
     assert final["final_mean"] == 5.0 and final["final_std"] == pytest.approx(2 ** 0.5)
     assert final["median_train_wall_s"] == 60.0
+    half = 12.706 * 2 ** 0.5 / 2 ** 0.5                       # t(0.975; 1) * std / sqrt(2 seeds)
+    assert final["final_ci95"] == pytest.approx([5.0 - half, 5.0 + half])
+
+
+def test_the_interval_is_students_t_over_seeds():
+    lo, hi = gc.ci95([1.0, 2.0, 3.0, 4.0, 5.0])              # std sqrt(2.5), 4 degrees of freedom
+    half = 2.776 * 2.5 ** 0.5 / 5 ** 0.5
+    assert (lo, hi) == pytest.approx((3.0 - half, 3.0 + half))
+    assert all(math.isnan(x) for x in gc.ci95([7.0]))
+
+
+def _t_cdf(t: float, df: int, n: int = 20_000) -> float:
+    """P(T <= t) for t > 0, by Simpson's rule on Student's t density."""
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    f = [c * (1 + (t * i / n) ** 2 / df) ** (-(df + 1) / 2) for i in range(n + 1)]
+    return 0.5 + t / n / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+
+@pytest.mark.parametrize("df", [*range(1, 31), 31, 40, 100, 1000])
+def test_t975_is_the_975_quantile(df):
+    # The table's 3 decimals (and the expansion past 30) put the quantile within 1e-4 of probability
+    assert _t_cdf(gc.t975(df), df) == pytest.approx(0.975, abs=1e-4)
 
 
 def test_a_seed_with_a_checkpoint_is_resumed_and_a_new_one_trained(tmp_path):

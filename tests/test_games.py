@@ -1,5 +1,6 @@
 """Game envs (asyncdqn.envs.games): MinAtar and Atari shapes, dtypes and channel order, the training-only Atari
-wrappers (absent in evaluation), the game scenarios, and the one-line error when the games extra is missing.
+wrappers (absent in evaluation), the game scenarios (LunarLander's trains a few hundred steps), and the one-line
+error when the games extra is missing.
 
 Tests that need the extra (`pip install -e '.[games]'`) skip without it, so the default suite passes.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import sys
 
 import gymnasium as gym
@@ -15,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from asyncdqn import config
+from asyncdqn import checkpoint, config
+from asyncdqn.cli import main
 from asyncdqn.config import EnvConfig
 from asyncdqn.envs.make import env_kwargs, make_env, spec_of
 from asyncdqn.nets import EnsembleConvQNet, input_scale_for, make_qnet
@@ -43,6 +46,11 @@ def minatar_extra():
 
 
 @pytest.fixture
+def box2d_extra():
+    return pytest.importorskip("Box2D")
+
+
+@pytest.fixture
 def atari_extra():
     pytest.importorskip("cv2")
     return pytest.importorskip("ale_py")
@@ -67,6 +75,7 @@ def find(env: gym.Env, cls: type) -> gym.Env | None:
     ("asyncdqn.envs.games:minatar", {"game": "breakout"}, "minatar.gym"),
     ("asyncdqn.envs.games:atari", {"game": "pong"}, "ale_py"),
     ("asyncdqn.envs.games:atari", {"game": "pong"}, "cv2"),
+    ("asyncdqn.envs.games:lunar_lander", {}, "Box2D"),
 ])
 def test_missing_games_extra_is_a_one_line_user_error(monkeypatch, factory, kwargs, module):
     if module == "cv2":
@@ -83,13 +92,26 @@ def test_unknown_minatar_game():
         games.minatar("pong")
 
 
-@pytest.mark.parametrize("name", ["acrobot", "minatar-breakout", "minatar-space-invaders", "atari-pong"])
+def test_train_lunarlander_without_box2d_is_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "Box2D", None)
+    rc = main(["train", "lunarlander", "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("asyncdqn: error: the LunarLander env needs the games extra (Box2D is not installed")
+    assert "pip install 'asyncdqn[games]'" in err and "swig" not in err
+
+
+@pytest.mark.parametrize("name", ["acrobot", "lunarlander", "minatar-breakout", "minatar-space-invaders",
+                                  "atari-pong"])
 def test_game_scenarios_load_and_validate(name):
     cfg = config.load(name)
     assert cfg.scenario == name
     assert config.scenario_summary(name)                      # a first comment line for `asyncdqn scenarios`
     if name == "acrobot":
         assert cfg.env.id == "Acrobot-v1" and not cfg.env.factory
+    elif name == "lunarlander":
+        assert cfg.env.factory == "asyncdqn.envs.games:lunar_lander" and not cfg.env.kwargs
+        assert not cfg.env.eval_kwargs and cfg.eval.stop_at == 200.0
     else:
         assert cfg.env.factory.startswith("asyncdqn.envs.games:")
         assert env_kwargs(cfg, evaluation=True)["evaluation"] is True
@@ -103,6 +125,33 @@ def test_acrobot_scenario_builds_an_mlp():
     net = make_qnet(cfg.learner.num_nets, spec.obs_shape, spec.n_actions, cfg.learner.hidden)
     assert spec.obs_shape == (6,) and spec.n_actions == 3 and not isinstance(net, EnsembleConvQNet)
     env.close()
+
+
+# ------------------------------------------------------------------------------------------ LunarLander
+
+
+def test_lunar_lander_is_gymnasiums_discrete_env(box2d_extra):
+    env = games.lunar_lander()
+    assert env.spec.id == "LunarLander-v3" and env.spec.max_episode_steps == 1000
+    spec = spec_of(env)
+    assert spec.obs_shape == (8,) and spec.obs_dtype == np.float32 and spec.n_actions == 4
+    assert games.lunar_lander(enable_wind=True).unwrapped.enable_wind      # kwargs reach gymnasium.make
+    with pytest.raises(UserError, match="DQN needs a Discrete action space"):
+        spec_of(make_env(EnvConfig(factory="asyncdqn.envs.games:lunar_lander"), {"continuous": True}))
+
+
+def test_lunarlander_scenario_trains_a_few_hundred_steps(box2d_extra, capsys, tmp_path):
+    # The scenario as shipped (4 nets of [256, 256], 8 actors, batch 128) but for the budget: learning from
+    # step 200 so that 600 steps make 100 updates, and one final episode instead of periodic evaluations.
+    out = tmp_path / "run"
+    sets = ["total_steps=600", "learner.learning_starts=200", "eval.every=0", "eval.final_episodes=1"]
+    rc = main(["train", "lunarlander", "--seed", "0", "--out", str(out), "--quiet",
+               *[a for kv in sets for a in ("--set", kv)]])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["scenario"], summary["env_steps"], summary["updates"]) == ("lunarlander", 600, 100)
+    ckpt = checkpoint.load(out)
+    assert ckpt["env"]["obs_shape"] == [8] and ckpt["env"]["n_actions"] == 4
 
 
 # ---------------------------------------------------------------------------------------------- MinAtar

@@ -156,17 +156,24 @@ def _policy_setup(args: argparse.Namespace, loader: dict) -> tuple[dict, object,
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         kwargs["positions"] = positions = (-1.0, 0.0, 1.0)
         return kwargs, reference_policy(args.policy, positions, seed=args.seed), args.policy, None
-    ckpt = checkpoint.load(args.checkpoint)
-    meta = _trading_metadata(ckpt, args.checkpoint)
-    walk = {"data": args.data, "start": None, "end": None} if args.data is not None else \
-        run_range(ckpt, args.checkpoint)
-    walk.update({k: v for k, v in (("start", args.start), ("end", args.end)) if v is not None})
-    kwargs = env_kwargs_from_metadata(meta, walk["data"], start=walk["start"], end=walk["end"],
-                                      cost_bps=args.cost_bps, slippage_bps=args.slippage_bps, fill=args.fill,
-                                      **loader)
-    act = checkpoint.policy_from(ckpt)
-    _check_policy_shape(act, meta, args.checkpoint)
+    kwargs, act, meta = checkpoint_walk(checkpoint.load(args.checkpoint), args.checkpoint, args.data, args.start,
+                                        args.end, cost_bps=args.cost_bps, slippage_bps=args.slippage_bps,
+                                        fill=args.fill, **loader)
     return kwargs, act, f"checkpoint:{args.checkpoint}", meta
+
+
+def checkpoint_walk(ckpt: dict, source: str, data: str | None = None, start: str | None = None,
+                    end: str | None = None, **env_options) -> tuple[dict, object, dict]:
+    """(env kwargs, policy, metadata) of a trading checkpoint's walk: the run's own held-out range (run_range),
+    or the whole of `data` when given; start/end narrow either; env_options (cost_bps, slippage_bps, fill, the
+    loader's options) override the trained ones where not None."""
+    meta = _trading_metadata(ckpt, source)
+    walk = {"data": data, "start": None, "end": None} if data is not None else run_range(ckpt, source)
+    walk.update({k: v for k, v in (("start", start), ("end", end)) if v is not None})
+    kwargs = env_kwargs_from_metadata(meta, walk["data"], start=walk["start"], end=walk["end"], **env_options)
+    act = checkpoint.policy_from(ckpt)
+    _check_policy_shape(act, meta, source)
+    return kwargs, act, meta
 
 
 def backtest_command(args: argparse.Namespace) -> int:
