@@ -163,6 +163,9 @@ def _backtest_options(b: argparse.ArgumentParser) -> None:
     b.add_argument("--end", default=None, help="last date to walk, YYYY-MM-DD (default: the range's last)")
     b.add_argument("--cost-bps", type=float, default=None,
                    help="cost per fill in basis points of the traded notional (default: the run's, or 10)")
+    b.add_argument("--slippage-bps", type=float, default=None,
+                   help="slippage per fill on top of --cost-bps, in basis points of the traded notional "
+                        "(default: the run's, or 0)")
     b.add_argument("--fill", choices=["open", "close"], default=None,
                    help="fill at the next bar's open (realistic) or at the close just seen (default: the run's)")
     b.add_argument("--periods-per-year", type=float, default=None,
@@ -172,7 +175,12 @@ def _backtest_options(b: argparse.ArgumentParser) -> None:
     b.add_argument("--date-format", default=None, help="strftime format of the CSV's dates (default: inferred)")
     b.add_argument("--dayfirst", action="store_true", help="read ambiguous dates as day/month (01/02 = 1 Feb)")
     b.add_argument("--dropna", action="store_true", help="drop rows with missing values instead of refusing them")
-    b.add_argument("--seed", type=int, default=0, help="seed of the random reference policy")
+    b.add_argument("--n-trials", type=int, default=1,
+                   help="strategies tried before settling on this one, for the deflated Sharpe ratio (default 1)")
+    b.add_argument("--random-trials", type=int, default=1000, metavar="N",
+                   help="random policies with the strategy's number of position changes to rank it against "
+                        "(default 1000; 0: none)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the random reference policy and random trials")
     b.add_argument("--out", type=Path, default=None,
                    help="report folder (default: RUN_DIR/backtest, or runs/backtest-<policy>)")
 

@@ -247,6 +247,9 @@ DATE_OPTIONS = option_values(st.sampled_from(
 NUMBER_OPTIONS = option_values(st.floats().map(repr), st.sampled_from(
     ["0", "-1", "1", "1e-10", "0.02", "252", "5000", "4999", "1e309", "-0", "abc", ""]))
 
+COUNT_OPTIONS = option_values(st.sampled_from(["0", "1", "3", "-1", "100001", "1e3", "abc", ""]),
+                              st.integers(-5, 2000).map(str))
+
 
 def options(**values: str | None) -> list[str]:
     return [f"--{name.replace('_', '-')}={value}" for name, value in values.items() if value is not None]
@@ -268,15 +271,17 @@ def test_backtest_on_hostile_csvs_exits_0_or_2_with_one_line(tmp_path, data):
 @given(start=DATE_OPTIONS, end=DATE_OPTIONS, cost_bps=NUMBER_OPTIONS, periods_per_year=NUMBER_OPTIONS,
        risk_free=NUMBER_OPTIONS, date_format=option_values(DATE_FORMATS),
        policy=st.sampled_from(["long", "flat", "short", "random"]), fill=st.sampled_from([None, "open", "close", "middle"]),
-       seed=st.integers(-3, 2**70))
+       seed=st.integers(-3, 2**70), slippage_bps=NUMBER_OPTIONS, n_trials=COUNT_OPTIONS, random_trials=COUNT_OPTIONS)
 def test_backtest_options_exit_0_or_2_with_one_line(tmp_path, start, end, cost_bps, periods_per_year, risk_free,
-                                                    date_format, policy, fill, seed):
+                                                    date_format, policy, fill, seed, slippage_bps, n_trials,
+                                                    random_trials):
     path = tmp_path / "valid.csv"
     path.write_text(VALID_CSV)
     out_dir = Path(tempfile.mkdtemp(dir=tmp_path))
     argv = ["backtest", "--policy", policy, "--data", path, "--out", out_dir, *options(
         start=start, end=end, cost_bps=cost_bps, periods_per_year=periods_per_year, risk_free=risk_free,
-        date_format=date_format, fill=fill, seed=str(seed))]
+        date_format=date_format, fill=fill, seed=str(seed), slippage_bps=slippage_bps, n_trials=n_trials,
+        random_trials=random_trials)]
     rc, _, err = run_main(argv)
     assert_backtest_outcome(rc, err, out_dir)
 

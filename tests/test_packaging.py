@@ -52,6 +52,9 @@ def test_the_wheel_holds_the_envs_scenarios_and_data(wheel_names):
                    "envs/trading/cli.py", "envs/trading/config.py", "data/__init__.py"):
         assert f"asyncdqn/{module}" in names, module
     assert "asyncdqn/data/GOOGL.csv" in names and "asyncdqn/data/README.md" in names
+    for shipped in (*(REPO / "data").glob("*.csv"), *(REPO / "data" / "licenses").iterdir()):  # with their licences
+        assert f"asyncdqn/{shipped.relative_to(REPO)}" in names, shipped.name
+    assert "asyncdqn/envs/trading/stats.py" in names
     scenarios = {p.name for p in (REPO / "asyncdqn" / "scenarios").glob("*.toml")}
     assert scenarios and {f"asyncdqn/scenarios/{s}" for s in scenarios} <= names
     grids = {p.name for p in (REPO / "asyncdqn" / "grids").glob("*.toml")}  # `asyncdqn sweep smoke`

@@ -5,7 +5,8 @@
     --> config.make (the trading scenario's factory: TradingConfig from env.kwargs, train/validation/test split)
     --> actors and evaluation (the engine)                 ... then, after training:
     policy (a saved policy's env, refused on mismatch) --> backtest (walk, metrics; periods: periods per year
-    from the timestamps) --> report (files, table)
+    from the timestamps) --> stats (gross metrics, information ratio, PSR/DSR, random policies of equal
+    turnover) --> report (files, tables)
     cli.backtest_command (`asyncdqn backtest`), cli.signal_command (`asyncdqn signal`: the next bar's position)
 
 The shipped CSVs are package data of `asyncdqn.data` (market_data.shipped_csv).

@@ -1,7 +1,8 @@
 """Backtest: the last stage of the trading data flow.
 
     env.TradingEnv --walk(policy)--> Walk (dates, positions, equity, fills) --> plain metric functions
-    --> Metrics --> report.write_report (report.json, equity.csv, trades.csv, equity.png)
+    --> Metrics --> stats.quant_stats (issue 14's statistics) --> report.write_report (report.json, equity.csv,
+    trades.csv, equity.png)
 
 This module imports only the trading env and its policy check; the CLI (cli.py) wires it to checkpoints.
 A policy is any callable act(obs_BO float32 [B, obs_dim]) -> int array [B] of action indices (B = 1 here). The benchmark is buy-and-hold (always long 1.0) walked through the SAME env code, so it gets
@@ -100,11 +101,15 @@ class BacktestResult:
     periods_per_year_basis: str  # "given", or how it was inferred ("daily bars on weekdays only (trading days)")
     risk_free: float
     fill: str
-    cost_bps: float
+    cost_bps: float  # commission per fill
+    slippage_bps: float  # slippage per fill, on top of the commission
+    cost_rate: float  # (cost_bps + slippage_bps) / 1e4, per unit of position traded
     positions: tuple[float, ...]
     start: str  # dates actually used: first and last mark
     end: str
     data_source: str
+    gap_N: np.ndarray  # the walk's price ratios (TradingEnv.walk_moves), to replay other positions (stats.py)
+    move_N: np.ndarray
 
 
 # ---------------------------------------------------------------------------------- metric functions
@@ -291,6 +296,7 @@ def run_backtest(env_kwargs: Mapping[str, Any], act: Policy, *, policy_name: str
         strategy = Walk(benchmark.dates_N1, np.concatenate([strategy.position_N1, np.zeros(pad)]),
                         np.concatenate([strategy.equity_N1, np.full(pad, strategy.equity_N1[-1])]), strategy.fills)
     cost_rate = env.cost_rate
+    gap_N, move_N = env.walk_moves()
     if periods_per_year is None:
         periods_per_year, basis = infer_periods_per_year(benchmark.dates_N1)
     else:
@@ -302,5 +308,6 @@ def run_backtest(env_kwargs: Mapping[str, Any], act: Policy, *, policy_name: str
         benchmark_metrics=compute_metrics(benchmark, cost_rate=cost_rate, periods_per_year=periods_per_year,
                                           risk_free=risk_free),
         periods_per_year=float(periods_per_year), periods_per_year_basis=basis, risk_free=float(risk_free),
-        fill=env.fill, cost_bps=env.cost_bps,
-        positions=env.positions, start=env.first_date, end=env.last_date, data_source=env.data_source)
+        fill=env.fill, cost_bps=env.cost_bps, slippage_bps=env.slippage_bps, cost_rate=cost_rate,
+        positions=env.positions, start=env.first_date, end=env.last_date, data_source=env.data_source,
+        gap_N=gap_N, move_N=move_N)

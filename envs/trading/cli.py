@@ -23,10 +23,13 @@ import pandas as pd
 from asyncdqn import checkpoint
 from asyncdqn.envs.trading.backtest import next_position, reference_policy, run_backtest
 from asyncdqn.envs.trading.config import FACTORY, heldout_kwargs, read_settings
-from asyncdqn.envs.trading.env import FEATURE_NAMES, TradingEnv
+from asyncdqn.envs.trading.env import DEFAULT_COST_BPS, FEATURE_NAMES, TradingEnv
 from asyncdqn.envs.trading.policy import check_policy_metadata, env_kwargs_from_metadata
-from asyncdqn.envs.trading.report import metrics_table, write_report
+from asyncdqn.envs.trading.report import metrics_table, stats_table, write_report
+from asyncdqn.envs.trading.stats import quant_stats
 from asyncdqn.errors import UserError, first_line
+
+MAX_RANDOM_TRIALS = 100_000
 
 
 def _check_date(flag: str, value: str | None) -> None:
@@ -54,16 +57,27 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UserError(f"--risk-free must be a finite annual rate above -1 (e.g. 0.02), got {args.risk_free:g}")
     if args.cost_bps is not None and not (math.isfinite(args.cost_bps) and args.cost_bps >= 0):
         raise UserError(f"--cost-bps must be a finite number >= 0, got {args.cost_bps:g}")
+    if args.slippage_bps is not None and not (math.isfinite(args.slippage_bps) and args.slippage_bps >= 0):
+        raise UserError(f"--slippage-bps must be a finite number >= 0, got {args.slippage_bps:g}")
+    if args.n_trials < 1:
+        raise UserError(f"--n-trials must be >= 1 (the strategies tried before this one, itself included), "
+                        f"got {args.n_trials}")
+    if not 0 <= args.random_trials <= MAX_RANDOM_TRIALS:
+        raise UserError(f"--random-trials must be in 0..{MAX_RANDOM_TRIALS} (0: no random comparison), "
+                        f"got {args.random_trials}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
 
 
-def _check_cost(cost_bps: float | None, positions: tuple[float, ...]) -> None:
+def _check_cost(cost_bps: float, slippage_bps: float, positions: tuple[float, ...]) -> None:
     """The env's rule, as a user error: the largest position change must cost less than all the equity."""
     largest = max(positions) - min(positions)
-    if cost_bps is not None and cost_bps / 1e4 * largest >= 1.0:
-        raise UserError(f"--cost-bps {cost_bps:g} makes the largest trade ({largest:g}) cost 100% or more; "
-                        f"use less than {1e4 / largest:g}")
+    if (cost_bps + slippage_bps) / 1e4 * largest >= 1.0:
+        if slippage_bps == 0:
+            raise UserError(f"--cost-bps {cost_bps:g} makes the largest trade ({largest:g}) cost 100% or more; "
+                            f"use less than {1e4 / largest:g}")
+        raise UserError(f"--cost-bps {cost_bps:g} + --slippage-bps {slippage_bps:g} make the largest trade "
+                        f"({largest:g}) cost 100% or more; use less than {1e4 / largest:g} in all")
 
 
 def _is_number(value: object) -> bool:
@@ -97,6 +111,7 @@ def _trading_metadata(ckpt: dict, source: str) -> dict:
         "window": lambda v: type(v) is int and v >= 1,
         "positions": lambda v: isinstance(v, list) and v and all(map(_is_number, v)) and len(set(v)) == len(v),
         "cost_bps": lambda v: _is_number(v) and v >= 0,
+        "slippage_bps": lambda v: _is_number(v) and v >= 0,
         "fill": lambda v: v in ("open", "close"),
         "feature_names": lambda v: isinstance(v, list),
         "norm_mean": lambda v: isinstance(v, list) and len(v) == width and all(map(_is_number, v)),
@@ -137,20 +152,21 @@ def _policy_setup(args: argparse.Namespace, loader: dict) -> tuple[dict, object,
     """(env kwargs, act, policy name, metadata to check) for a checkpoint or a reference policy."""
     if args.checkpoint is None:
         kwargs = {"data": args.data, "start": args.start, "end": args.end, "cost_bps": args.cost_bps,
-                  "fill": args.fill, **loader}
+                  "slippage_bps": args.slippage_bps, "fill": args.fill, **loader}
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         kwargs["positions"] = positions = (-1.0, 0.0, 1.0)
         return kwargs, reference_policy(args.policy, positions, seed=args.seed), args.policy, None
     kwargs, act, meta = checkpoint_walk(checkpoint.load(args.checkpoint), args.checkpoint, args.data, args.start,
-                                        args.end, cost_bps=args.cost_bps, fill=args.fill, **loader)
+                                        args.end, cost_bps=args.cost_bps, slippage_bps=args.slippage_bps,
+                                        fill=args.fill, **loader)
     return kwargs, act, f"checkpoint:{args.checkpoint}", meta
 
 
 def checkpoint_walk(ckpt: dict, source: str, data: str | None = None, start: str | None = None,
                     end: str | None = None, **env_options) -> tuple[dict, object, dict]:
     """(env kwargs, policy, metadata) of a trading checkpoint's walk: the run's own held-out range (run_range),
-    or the whole of `data` when given; start/end narrow either; env_options (cost_bps, fill, the loader's
-    options) override the trained ones where not None."""
+    or the whole of `data` when given; start/end narrow either; env_options (cost_bps, slippage_bps, fill, the
+    loader's options) override the trained ones where not None."""
     meta = _trading_metadata(ckpt, source)
     walk = {"data": data, "start": None, "end": None} if data is not None else run_range(ckpt, source)
     walk.update({k: v for k, v in (("start", start), ("end", end)) if v is not None})
@@ -168,21 +184,24 @@ def backtest_command(args: argparse.Namespace) -> int:
     _check_options(args)
     loader = {"date_format": args.date_format, "dayfirst": args.dayfirst, "dropna": args.dropna}
     kwargs, act, name, meta_check = _policy_setup(args, loader)
-    _check_cost(kwargs.get("cost_bps"), kwargs["positions"])
+    _check_cost(kwargs.get("cost_bps", DEFAULT_COST_BPS), kwargs.get("slippage_bps", 0.0), kwargs["positions"])
     result = run_backtest(kwargs, act, policy_name=name, periods_per_year=args.periods_per_year,
                           risk_free=args.risk_free, policy_metadata=meta_check)
+    stats = quant_stats(result, n_trials=args.n_trials, random_trials=args.random_trials, seed=args.seed)
     out = args.out or (Path(args.checkpoint).parent if args.checkpoint and Path(args.checkpoint).is_file()
                        else Path(args.checkpoint) if args.checkpoint else Path("runs") / f"backtest-{args.policy}")
     out = Path(out) / "backtest" if args.checkpoint and args.out is None else Path(out)
     try:
-        write_report(result, out)
+        write_report(result, out, stats)
     except OSError as exc:  # an --out under a file, a read-only folder, a full disk
         raise UserError(f"cannot write the report to {out}/ ({exc.strerror or exc})") from None
-    Console().print(metrics_table(result))
+    Console().print(metrics_table(result, stats))
+    Console().print(stats_table(result, stats))
     how = "given" if result.periods_per_year_basis == "given" else f"inferred: {result.periods_per_year_basis}"
     print(f"annualised with {result.periods_per_year:g} periods per year ({how})")
     print(f"fills at the {result.fill} ({'next bar open' if result.fill == 'open' else 'same bar close'}), "
-          f"cost {result.cost_bps:g} bps; report written to {out}/ (report.json, equity.csv, trades.csv, equity.png)")
+          f"cost {result.cost_bps:g} bps + slippage {result.slippage_bps:g} bps per fill; report written to {out}/ "
+          f"(report.json, equity.csv, trades.csv, equity.png)")
     return 0
 
 

@@ -28,6 +28,7 @@ Selecting the kept policy on bars the backtest later reports would leak the test
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -50,6 +51,8 @@ class TradingConfig:
     """Bars in the observation's feature window (also the purge gap)."""
     cost_bps: float = 10.0
     """Cost per fill, in basis points of the traded notional."""
+    slippage_bps: float = 0.0
+    """Slippage per fill on top of cost_bps, in basis points of the traded notional (fill price vs quote)."""
     fill: str = "open"
     """'open': decide at the close of bar t, fill at the open of t+1; 'close': fill at the close of t."""
     long_only: bool = False
@@ -64,6 +67,8 @@ class TradingConfig:
     def __post_init__(self) -> None:
         require(self.window >= 2, "env.kwargs.window", "must be >= 2")
         require(self.cost_bps >= 0, "env.kwargs.cost_bps", "must be >= 0")
+        require(math.isfinite(self.slippage_bps) and self.slippage_bps >= 0, "env.kwargs.slippage_bps",
+                "must be a finite number >= 0")
         require(self.fill in ("open", "close"), "env.kwargs.fill", "must be 'open' or 'close'")
         require(self.episode_length >= 2, "env.kwargs.episode_length", "must be >= 2")
         require(self.validation_bars == 0 or self.validation_bars >= 2, "env.kwargs.validation_bars",
@@ -161,7 +166,7 @@ def heldout_kwargs(trading: TradingConfig) -> dict[str, Any]:
 
 def _common(trading: TradingConfig) -> dict[str, Any]:
     return {"data": trading.data or None, "window": int(trading.window), "cost_bps": float(trading.cost_bps),
-            "fill": str(trading.fill), "positions": (0.0, 1.0) if trading.long_only else (-1.0, 0.0, 1.0)}
+            "slippage_bps": float(trading.slippage_bps), "fill": str(trading.fill), "positions": (0.0, 1.0) if trading.long_only else (-1.0, 0.0, 1.0)}
 
 
 def read_settings(settings: dict[str, Any]) -> tuple[TradingConfig, bool]:

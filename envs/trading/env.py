@@ -8,7 +8,8 @@ Array legend: suffix _T = one value per bar of the loaded data (T bars); _TF = b
 Timing and equity, exactly as step() computes them. The agent acts at the close of bar t, having seen
 the features of bars t-window+1..t (each computed from data at or before its own bar), and picks a
 target position p' from `positions` (a fraction of equity: -1 short, 0 flat, 1 long). With p the old
-position, E_t the equity at close t, c = cost_bps / 1e4, o/cl the open/close prices:
+position, E_t the equity at close t, c = (cost_bps + slippage_bps) / 1e4 (commission and slippage, both per
+fill on the traded notional), o/cl the open/close prices:
 
     fill="open" (default; the fill price is one the agent has NOT seen):
         E_fill  = E_t * (1 + p * (o[t+1] / cl[t] - 1))            old position held overnight
@@ -20,6 +21,10 @@ position, E_t the equity at close t, c = cost_bps / 1e4, o/cl the open/close pri
 
     reward = log(E_{t+1} / E_t), so an episode's rewards sum to log(E_final / E_0) with E_0 = 1: the
     reward is the net profit, fees included, never a proxy for it.
+
+Slippage is charged like the commission, as a fraction of the traded notional at the fill price: to first
+order the same as filling |p' - p| * E_fill of notional at a price slippage_bps worse than o[t+1] (or cl[t]).
+It is a setting of its own so that a report can show what the fees and what the market impact cost.
 
 A position is a constant fraction of equity over each price move (rebalanced for free between bars):
 exact for 0 and 1, the usual approximation for shorts and leverage. Ruin: when a growth factor is <= 0
@@ -69,6 +74,7 @@ FEATURE_WARMUP = 14  # first bar index at which every feature is defined (rsi14 
 OBS_CLIP = 10.0
 RUIN_FLOOR = 1e-8
 FILL_MODES = ("open", "close")
+DEFAULT_COST_BPS = 10.0
 METADATA_VERSION = 1
 
 
@@ -146,15 +152,15 @@ class TradingEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, data: str | os.PathLike | pd.DataFrame | None = None, *, start: str | None = None,
-                 end: str | None = None, window: int = 32, cost_bps: float = 10.0,
-                 positions: Sequence[float] = (-1.0, 0.0, 1.0), fill: str = "open",
+                 end: str | None = None, window: int = 32, cost_bps: float = DEFAULT_COST_BPS,
+                 slippage_bps: float = 0.0, positions: Sequence[float] = (-1.0, 0.0, 1.0), fill: str = "open",
                  episode_length: int | None = None, norm_start: str | None = None, norm_end: str | None = None,
                  norm_stats: NormStats | Mapping[str, Sequence[float]] | None = None,
                  date_format: str | None = None, dayfirst: bool = False, dropna: bool = False,
                  render_mode: str | None = None):
         """`data`: a CSV path or a DataFrame (None or "" = the shipped GOOGL.csv); start/end/norm_start/norm_end:
         dates (text or datetime.date) as in the module docstring. Everything step() needs is computed here."""
-        self._set_rules(positions, window, fill, episode_length, cost_bps, render_mode)
+        self._set_rules(positions, window, fill, episode_length, (cost_bps, slippage_bps), render_mode)
         loaded = read_ohlcv(DEFAULT_DATA if data is None or (isinstance(data, str) and not data) else data,
                             date_format=date_format, dayfirst=dayfirst, dropna=dropna)
         self.data_source = loaded.source
@@ -183,8 +189,9 @@ class TradingEnv(gym.Env):
         self._position, self._equity, self._held, self._steps, self._done = 0.0, 1.0, 0, 0, True
 
     def _set_rules(self, positions: Sequence[float], window: int, fill: str, episode_length: int | None,
-                   cost_bps: float, render_mode: str | None) -> None:
-        """Check and keep the trading rules (ValueError naming the argument)."""
+                   costs_bps: tuple[float, float], render_mode: str | None) -> None:
+        """Check and keep the trading rules (ValueError naming the argument); costs_bps = (commission, slippage)."""
+        cost_bps, slippage_bps = costs_bps
         self.positions = tuple(float(p) for p in positions)
         if not self.positions or len(set(self.positions)) != len(self.positions) or \
                 not all(math.isfinite(p) for p in self.positions):
@@ -195,14 +202,19 @@ class TradingEnv(gym.Env):
             raise ValueError(f"fill must be one of {FILL_MODES}, got {fill!r}")
         if episode_length is not None and (int(episode_length) != episode_length or episode_length < 1):
             raise ValueError(f"episode_length must be None or a positive integer, got {episode_length!r}")
-        self.cost_rate = float(cost_bps) / 1e4
+        for name, value in (("cost_bps", cost_bps), ("slippage_bps", slippage_bps)):
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        self.cost_rate = (float(cost_bps) + float(slippage_bps)) / 1e4  # charged per fill (module docstring)
         max_trade = max(self.positions) - min(self.positions)
-        if not (self.cost_rate >= 0.0 and self.cost_rate * max_trade < 1.0):
-            raise ValueError(f"cost_bps must be >= 0 and the largest trade's cost below 100%, got {cost_bps!r}")
+        if not self.cost_rate * max_trade < 1.0:
+            raise ValueError(f"cost_bps + slippage_bps must make the largest trade's cost below 100%, got "
+                             f"{cost_bps!r} + {slippage_bps!r}")
         if render_mode is not None:
             raise ValueError("TradingEnv has no render modes")
         self.render_mode = None
-        self.window, self.fill, self.cost_bps = int(window), fill, float(cost_bps)
+        self.window, self.fill = int(window), fill
+        self.cost_bps, self.slippage_bps = float(cost_bps), float(slippage_bps)
         self.episode_length = None if episode_length is None else int(episode_length)
 
     def _fit_norm(self, features_TF: np.ndarray, dates_T: np.ndarray, own: tuple, asked: tuple,
@@ -261,6 +273,13 @@ class TradingEnv(gym.Env):
     def decision_steps(self) -> int:
         """Number of steps in the full evaluation walk."""
         return self._last_bar - self._first_bar
+
+    def walk_moves(self) -> tuple[np.ndarray, np.ndarray]:
+        """(gap_N, move_N) of the full evaluation walk's N steps, the price ratios step() applies: step i
+        (from mark i to i+1) grows equity by (1 + p * gap_N[i]) before its fill and (1 + p' * move_N[i]) after.
+        gap_N is 0 with fill="close". Lets the backtest replay other position paths without stepping the env."""
+        steps = slice(self._first_bar, self._last_bar)
+        return np.asarray(self._gap[steps]), np.asarray(self._move[steps])
 
     # ------------------------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -321,7 +340,7 @@ class TradingEnv(gym.Env):
             "env_id": ENV_ID, "metadata_version": METADATA_VERSION,
             "feature_names": list(FEATURE_NAMES), "feature_warmup": FEATURE_WARMUP, "obs_clip": OBS_CLIP,
             "window": self.window, "positions": list(self.positions), "n_actions": len(self.positions),
-            "obs_dim": self.obs_dim, "fill": self.fill, "cost_bps": self.cost_bps,
+            "obs_dim": self.obs_dim, "fill": self.fill, "cost_bps": self.cost_bps, "slippage_bps": self.slippage_bps,
             "norm_mean": [float(x) for x in self.norm.mean], "norm_std": [float(x) for x in self.norm.std],
             "norm_start": self.norm_range[0], "norm_end": self.norm_range[1],
         }

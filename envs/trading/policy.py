@@ -23,11 +23,12 @@ class PolicyMismatchError(DataError):
 
 def env_kwargs_from_metadata(metadata: Mapping[str, Any], data: str | os.PathLike | pd.DataFrame, *,
                              start: str | None = None, end: str | None = None, cost_bps: float | None = None,
-                             fill: str | None = None, date_format: str | None = None, dayfirst: bool = False,
+                             slippage_bps: float | None = None, fill: str | None = None,
+                             date_format: str | None = None, dayfirst: bool = False,
                              dropna: bool = False) -> dict[str, Any]:
     """TradingEnv kwargs that rebuild a policy's observations on `data`.
 
-    cost_bps and fill may be overridden (they change execution, not observations); window, positions and
+    cost_bps, slippage_bps and fill may be overridden (they change execution, not observations); window, positions and
     normalisation come from the metadata. Raises PolicyMismatchError when the metadata is incomplete.
     """
     source = data if isinstance(data, (str, os.PathLike)) else "<DataFrame>"
@@ -38,6 +39,8 @@ def env_kwargs_from_metadata(metadata: Mapping[str, Any], data: str | os.PathLik
     return {"data": data, "start": start, "end": end, "window": int(metadata["window"]),
             "positions": tuple(float(p) for p in metadata["positions"]),
             "cost_bps": float(metadata["cost_bps"] if cost_bps is None else cost_bps),
+            # a policy saved before slippage was a setting of its own paid none
+            "slippage_bps": float(metadata.get("slippage_bps", 0.0) if slippage_bps is None else slippage_bps),
             "fill": str(metadata["fill"] if fill is None else fill), "episode_length": None,
             "norm_stats": {"mean": list(metadata["norm_mean"]), "std": list(metadata["norm_std"])},
             "date_format": date_format, "dayfirst": dayfirst, "dropna": dropna}

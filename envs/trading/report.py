@@ -25,6 +25,7 @@ from rich.table import Table
 
 from asyncdqn.checkpoint import atomic_write_bytes
 from asyncdqn.envs.trading.backtest import BacktestResult, Metrics, drawdown
+from asyncdqn.envs.trading.stats import QuantStats
 
 
 class ReportPaths(NamedTuple):
@@ -34,21 +35,41 @@ class ReportPaths(NamedTuple):
     equity_png: Path
 
 
-def _json_safe(metrics: Metrics) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(metrics).items()}
+def _json_safe(values: Any) -> Any:
+    """A dataclass, NamedTuple, dict or number with every NaN or infinity as None (null in JSON)."""
+    if hasattr(values, "_asdict"):
+        values = values._asdict()
+    elif not isinstance(values, dict) and hasattr(values, "__dataclass_fields__"):
+        values = asdict(values)
+    if isinstance(values, dict):
+        return {k: _json_safe(v) for k, v in values.items()}
+    return None if isinstance(values, float) and not math.isfinite(values) else values
 
 
-def report_dict(result: BacktestResult) -> dict[str, Any]:
-    return {
+def stats_dict(stats: QuantStats) -> dict[str, Any]:
+    """report.json's "statistics": everything in QuantStats but the gross metrics (reported beside the net)."""
+    out = {k: v for k, v in asdict(stats).items() if k not in ("strategy_gross", "benchmark_gross", "random")}
+    out["random_policies"] = {"trials_asked": out.pop("random_trials"), "seed": out.pop("random_seed"),
+                              **stats.random._asdict(), "statistic": "sharpe after costs"}
+    return _json_safe(out)
+
+
+def report_dict(result: BacktestResult, stats: QuantStats | None = None) -> dict[str, Any]:
+    """report.json's content; with `stats`, also the metrics without costs and the statistics (stats.py)."""
+    out = {
         "policy": result.policy, "data": result.data_source, "start": result.start, "end": result.end,
         "periods_per_year": result.periods_per_year,
         "periods_per_year_from": "given" if result.periods_per_year_basis == "given" else
         f"inferred: {result.periods_per_year_basis}",
         "risk_free": result.risk_free, "fill": result.fill,
-        "cost_bps": result.cost_bps, "positions": list(result.positions),
+        "cost_bps": result.cost_bps, "slippage_bps": result.slippage_bps, "positions": list(result.positions),
         "benchmark_policy": "buy-and-hold long 1.0, same fills and costs",
         "strategy": _json_safe(result.strategy_metrics), "benchmark": _json_safe(result.benchmark_metrics),
     }
+    if stats is not None:
+        out.update({"strategy_gross": _json_safe(stats.strategy_gross),
+                    "benchmark_gross": _json_safe(stats.benchmark_gross), "statistics": stats_dict(stats)})
+    return out
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -81,7 +102,7 @@ def equity_figure(result: BacktestResult) -> Figure:
     top.yaxis.set_minor_formatter(NullFormatter())
     top.set_ylabel("equity (start = 1)")
     top.set_title(f"{result.policy} vs buy & hold\n{result.start} .. {result.end}, fill={result.fill}, "
-                  f"cost={result.cost_bps:g} bps")
+                  f"cost={result.cost_bps:g} bps, slippage={result.slippage_bps:g} bps")
     top.legend(loc="upper left")
     bottom.fill_between(dates, 100 * drawdown(strategy), 0, color="tab:red", alpha=0.4, linewidth=0)
     bottom.plot(dates, 100 * drawdown(bench), color="tab:gray", linewidth=0.8)
@@ -89,12 +110,13 @@ def equity_figure(result: BacktestResult) -> Figure:
     return figure
 
 
-def write_report(result: BacktestResult, out_dir: str | os.PathLike) -> ReportPaths:
-    """Write report.json, equity.csv, trades.csv and equity.png into out_dir, each atomically."""
+def write_report(result: BacktestResult, out_dir: str | os.PathLike, stats: QuantStats | None = None) -> ReportPaths:
+    """Write report.json (with `stats`, its statistics too), equity.csv, trades.csv and equity.png into out_dir,
+    each atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(out / "report.json", out / "equity.csv", out / "trades.csv", out / "equity.png")
-    _write_text(paths.report_json, json.dumps(report_dict(result), indent=2, allow_nan=False) + "\n")
+    _write_text(paths.report_json, json.dumps(report_dict(result, stats), indent=2, allow_nan=False) + "\n")
     s, b = result.strategy, result.benchmark
     _write_text(paths.equity_csv, _csv_text(
         ("date", "position", "equity", "benchmark_equity"),
@@ -122,17 +144,54 @@ def _cell(name: str, value: float | int) -> str:
     return f"{value:.2f}" if name != "final_equity" else f"{value:.4f}"
 
 
-def metrics_table(result: BacktestResult) -> Table:
-    """Strategy and benchmark metrics side by side, for the terminal (rich).
+def metrics_table(result: BacktestResult, stats: QuantStats | None = None) -> Table:
+    """Strategy and benchmark metrics side by side, for the terminal (rich); with `stats`, each also without costs.
 
     The title's first line holds the range; the table is at least as wide as that line, because rich folds a
     word longer than the table (an intraday stamp such as 2017-01-02T22:00:00) in the middle."""
     span = f"Backtest {result.start} .. {result.end}"
-    table = Table(title=f"{span}\nfill={result.fill}  cost={result.cost_bps:g} bps", min_width=len(span))
+    costs = f"cost={result.cost_bps:g} bps  slippage={result.slippage_bps:g} bps"
+    table = Table(title=f"{span}\nfill={result.fill}  {costs}", min_width=len(span))
+    columns: list[tuple[str, Metrics]] = [(result.policy, result.strategy_metrics)]
+    if stats is not None:
+        columns.append(("no costs", stats.strategy_gross))
+    columns.append(("buy & hold", result.benchmark_metrics))
+    if stats is not None:
+        columns.append(("b&h no costs", stats.benchmark_gross))
     table.add_column("metric")
-    table.add_column(result.policy, justify="right")
-    table.add_column("buy & hold", justify="right")
+    for title, _ in columns:
+        table.add_column(title, justify="right")
     for field in fields(Metrics):
-        table.add_row(field.name, _cell(field.name, getattr(result.strategy_metrics, field.name)),
-                      _cell(field.name, getattr(result.benchmark_metrics, field.name)))
+        table.add_row(field.name, *(_cell(field.name, getattr(m, field.name)) for _, m in columns))
+    return table
+
+
+def _number(value: float, text: str = "{:.2f}") -> str:
+    return "n/a" if not math.isfinite(value) else text.format(value)
+
+
+def stats_table(result: BacktestResult, stats: QuantStats) -> Table:
+    """The statistics of stats.py, one per row, for the terminal."""
+    table = Table(title="Statistics (after costs unless said)")
+    table.add_column("statistic")
+    table.add_column(result.policy, justify="right")
+    r = stats.random
+    rows = [
+        (f"commission paid ({result.cost_bps:g} bps/fill)", _number(stats.commission_paid, "{:.4f}")),
+        (f"slippage paid ({result.slippage_bps:g} bps/fill)", _number(stats.slippage_paid, "{:.4f}")),
+        ("information ratio vs buy & hold", _number(stats.information_ratio)),
+        ("skewness / kurtosis of returns", f"{_number(stats.skewness)} / {_number(stats.kurtosis)}"),
+        ("PSR: P(true Sharpe > 0)", _number(stats.psr, "{:.3f}")),
+        (f"DSR: P(true Sharpe > {_number(stats.dsr_benchmark_sharpe)}, best of {stats.n_trials} trial(s))",
+         _number(stats.dsr, "{:.3f}")),
+        ("turnover per bar / annualised", f"{_number(stats.turnover_per_bar, '{:.3f}')} / "
+                                          f"{_number(stats.turnover_annualised, '{:.1f}')}"),
+        ("holding period (bars between changes)", _number(stats.holding_period_bars, "{:.1f}")),
+        ("random policies / position changes of each", f"{r.trials} / {r.changes}"),
+        ("their Sharpe: median [2.5%, 97.5%]", f"{_number(r.median)} [{_number(r.low)}, {_number(r.high)}]"),
+        ("percentile among them / one-sided p-value", f"{_number(r.percentile, '{:.1f}')} / "
+                                                      f"{_number(r.p_value, '{:.4f}')}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
     return table
