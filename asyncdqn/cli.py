@@ -111,6 +111,10 @@ def _walkforward_options(w: argparse.ArgumentParser) -> None:
     w.add_argument("--parallel", type=int, default=2, help="fold runs at a time (default 2)")
     w.add_argument("--periods-per-year", type=float, default=None,
                    help="bars per year for annualised figures (default: inferred from the timestamps)")
+    w.add_argument("--n-trials", type=int, default=1,
+                   help="configurations tried before this one, for the deflated Sharpe ratio (default 1)")
+    w.add_argument("--random-trials", type=int, default=1000,
+                   help="random same-turnover policies each fold is compared with (default 1000)")
     w.add_argument("--out", type=Path, default=None, help="folder (default runs/walkforward-<scenario>)")
 
 

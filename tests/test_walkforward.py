@@ -31,9 +31,11 @@ def test_stitching_chains_each_fold_from_where_the_last_one_ended():
 
 def test_the_summary_means_over_asset_folds_with_intervals_and_counts_wins():
     rows = [{"sharpe": s, "benchmark_sharpe": 1.0, "excess_return": e, "total_return": e + 0.1,
-             "benchmark_return": 0.1} for s, e in ((0.5, -0.1), (1.5, 0.2), (1.0, 0.05))]
+             "benchmark_return": 0.1, "random_p": p, "turnover_per_bar": t, "validation_turnover_per_bar": 0.1}
+            for s, e, p, t in ((0.5, -0.1, 0.3, 0.3), (1.5, 0.2, 0.01, 0.1), (1.0, 0.05, 0.049, 0.06))]
     s = wf.summarise(rows)
     assert s["asset_folds"] == 3 and s["sharpe"] == pytest.approx(1.0) and s["beats_buy_and_hold"] == 2
+    assert s["beats_random_p05"] == 2 and s["turnover_within_2x"] == 2     # 0.3 is 3x the validation's 0.1
     assert s["sharpe_ci"][0] < 1.0 < s["sharpe_ci"][1] and s["benchmark_sharpe_ci"] == [1.0, 1.0]
     assert s["excess_return"] == pytest.approx(0.05)
 
@@ -71,11 +73,28 @@ def test_a_tiny_two_fold_walk_forward_end_to_end(tmp_path, capsys):
     marks = [len(pd.read_csv(out / "GOOGL" / f"fold{i}" / "backtest" / "equity.csv")) for i in range(2)]
     assert len(stitched) == sum(marks) - 1 and stitched["policy_equity"].iloc[0] == 1.0
     assert (out / "stitched_equity.png").stat().st_size > 10_000
+    for f in folds:  # the statistics of each fold's row
+        assert f["sharpe_ci"][0] < f["sharpe"] < f["sharpe_ci"][1] and 0 <= f["dsr"] <= 1
+        assert 0 < f["random_p"] <= 1 and f["random_sharpe_ci"][0] <= f["random_median_sharpe"]
+        assert f["validation_turnover_per_bar"] >= 0 and f["total_return_gross"] >= f["total_return"]
+    assert 0 <= report["summary"]["beats_random_p05"] <= 2
     assert main(argv) == 0                                              # again: both folds are done
     assert "2 done before, 0 to go" in capsys.readouterr().out
 
 
-def test_walkforward_refuses_a_scenario_that_is_not_trading(tmp_path, capsys):
+def test_walkforward_refuses_a_scenario_that_is_not_trading_and_bad_options(tmp_path, capsys):
     assert main(["walkforward", "cartpole", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("asyncdqn: error: walkforward needs a trading scenario") and "\n" not in err
+    assert main(["walkforward", "trading", "--random-trials", "0", "--out", str(tmp_path / "y")]) == 2
+    assert "--random-trials in [1," in capsys.readouterr().err
+
+
+def test_the_within_2x_rule_and_the_sharpe_interval_on_hand_computed_cases():
+    from asyncdqn.envs.trading.stats import sharpe_interval
+
+    assert wf._within_2x(0.2, 0.1) and wf._within_2x(0.05, 0.1) and not wf._within_2x(0.21, 0.1)
+    assert wf._within_2x(0.0, 0.0) and not wf._within_2x(0.0, 0.1)
+    # SR 0.1 per period, 101 normal returns: se = sqrt((1 + 0.5 * 0.01) / 100) = 0.100250
+    lo, hi = sharpe_interval(0.1, 101, 0.0, 3.0)
+    assert lo == pytest.approx(0.1 - 1.959964 * 0.100250, abs=1e-5) and hi == pytest.approx(0.1 + 0.196486, abs=1e-5)

@@ -104,14 +104,28 @@ def kurtosis(x_N: np.ndarray) -> float:
     return math.nan if m2 == 0 else float(np.mean(centred ** 4) / m2 ** 2)
 
 
-def probabilistic_sharpe(sharpe: float, n: int, skew: float, kurt: float, benchmark: float = 0.0) -> float:
-    """PSR: P(true per-period Sharpe > benchmark) for a per-period estimate `sharpe` of n returns."""
-    if n < 2 or not all(map(math.isfinite, (sharpe, skew, kurt, benchmark))):
+def sharpe_std_error(sharpe: float, n: int, skew: float, kurt: float) -> float:
+    """Standard error of a per-period Sharpe estimate of n returns that are not normal (Mertens 2002; the
+    spread PSR uses): sqrt((1 - skew SR + (kurt - 1) / 4 SR^2) / (n - 1)). NaN when undefined."""
+    if n < 2 or not all(map(math.isfinite, (sharpe, skew, kurt))):
         return math.nan
     spread = 1.0 - skew * sharpe + (kurt - 1.0) / 4.0 * sharpe ** 2  # >= (1 - skew * sharpe / 2)^2 >= 0
-    if spread <= 0:
+    return math.sqrt(spread / (n - 1)) if spread > 0 else math.nan
+
+
+def sharpe_interval(sharpe: float, n: int, skew: float, kurt: float, level: float = 0.95) -> tuple[float, float]:
+    """Normal-approximation interval of a per-period Sharpe estimate (same units as `sharpe`)."""
+    se = sharpe_std_error(sharpe, n, skew, kurt)
+    z = _NORMAL.inv_cdf(0.5 + level / 2)
+    return (sharpe - z * se, sharpe + z * se) if math.isfinite(se) else (math.nan, math.nan)
+
+
+def probabilistic_sharpe(sharpe: float, n: int, skew: float, kurt: float, benchmark: float = 0.0) -> float:
+    """PSR: P(true per-period Sharpe > benchmark) for a per-period estimate `sharpe` of n returns."""
+    se = sharpe_std_error(sharpe, n, skew, kurt)
+    if not (math.isfinite(se) and math.isfinite(benchmark)):
         return math.nan
-    return _NORMAL.cdf((sharpe - benchmark) * math.sqrt(n - 1) / math.sqrt(spread))
+    return _NORMAL.cdf((sharpe - benchmark) / se)
 
 
 def expected_max_sharpe(n_trials: int, variance: float) -> float:

@@ -76,7 +76,17 @@ def summarise(rows: list[dict], seed: int = 0) -> dict:
         out[key] = float(np.mean(vals)) if vals else math.nan
         out[f"{key}_ci"] = _interval(vals, seed)
     out["beats_buy_and_hold"] = sum(r["excess_return"] > 0 for r in rows)
+    # issue 14's goals: beating the random same-turnover policies after costs, and a turnover out of sample
+    # within 2x of the one on the validation slice that chose the policy
+    out["beats_random_p05"] = sum(r["random_p"] < 0.05 for r in rows if math.isfinite(r["random_p"]))
+    out["turnover_within_2x"] = sum(_within_2x(r["turnover_per_bar"], r["validation_turnover_per_bar"]) for r in rows)
     return out
+
+
+def _within_2x(test: float, validation: float) -> bool:
+    if validation == 0 or test == 0:
+        return test == validation
+    return 0.5 <= test / validation <= 2.0
 
 
 # ------------------------------------------------------------------------------------------- the command
@@ -104,14 +114,41 @@ def _folds_for(data: str, folds: int, anchored: bool, train_blocks: int, out: Pa
 
 
 def _fold_backtest(folder: Path, periods_per_year: float | None):
+    """(the backtest of the fold's test block, the turnover per bar of the same policy on its validation
+    walk: the slice that chose it)."""
     from asyncdqn import checkpoint
-    from asyncdqn.envs.trading.backtest import run_backtest
+    from asyncdqn.envs.trading.backtest import run_backtest, walk
     from asyncdqn.envs.trading.cli import checkpoint_walk
+    from asyncdqn.envs.trading.config import read_settings, scenario_kwargs
+    from asyncdqn.envs.trading.env import TradingEnv
+    from asyncdqn.envs.trading.stats import turnover_per_bar
 
     ckpt = checkpoint.load(folder)
     kwargs, act, meta = checkpoint_walk(ckpt, str(folder))
-    return run_backtest(kwargs, act, policy_name=f"checkpoint:{folder}", periods_per_year=periods_per_year,
-                        policy_metadata=meta)
+    result = run_backtest(kwargs, act, policy_name=f"checkpoint:{folder}", periods_per_year=periods_per_year,
+                          policy_metadata=meta)
+    cfg = checkpoint.config_from(ckpt)
+    validation = TradingEnv(**scenario_kwargs(read_settings(dict(cfg.env.kwargs))[0], evaluation=True))
+    return result, turnover_per_bar(walk(validation, act).position_N1)
+
+
+def fold_row(result, validation_turnover: float, n_trials: int, random_trials: int, seed: int) -> dict:
+    """One fold's figures: after and before costs, against buy-and-hold and the random same-turnover policies,
+    the Sharpe's 95% interval (stats.sharpe_interval), the deflated Sharpe and the two turnovers."""
+    from asyncdqn.envs.trading.stats import quant_stats, sharpe_interval, turnover_per_bar
+
+    q = quant_stats(result, n_trials=n_trials, random_trials=random_trials, seed=seed)
+    s, b = result.strategy_metrics, result.benchmark_metrics
+    root = math.sqrt(result.periods_per_year)
+    lo, hi = sharpe_interval(s.sharpe / root, s.periods, q.skewness, q.kurtosis)
+    return {"test_first": result.start, "test_last_mark": result.end, "periods_per_year": result.periods_per_year,
+            "sharpe": s.sharpe, "sharpe_ci": [lo * root, hi * root], "dsr": q.dsr, "psr": q.psr,
+            "benchmark_sharpe": b.sharpe, "total_return": s.total_return,
+            "total_return_gross": q.strategy_gross.total_return, "benchmark_return": b.total_return,
+            "excess_return": s.total_return - b.total_return, "max_drawdown": s.max_drawdown, "trades": s.trades,
+            "random_p": q.random.p_value, "random_median_sharpe": q.random.median,
+            "random_sharpe_ci": [q.random.low, q.random.high], "turnover_per_bar": q.turnover_per_bar,
+            "validation_turnover_per_bar": validation_turnover, "holding_period_bars": q.holding_period_bars}
 
 
 def command(args: argparse.Namespace) -> int:
@@ -119,6 +156,11 @@ def command(args: argparse.Namespace) -> int:
     from asyncdqn.envs.trading.config import FACTORY, read_settings, scenario_kwargs
     from asyncdqn.envs.trading.report import write_report
 
+    from asyncdqn.envs.trading.cli import MAX_RANDOM_TRIALS
+
+    if args.n_trials < 1 or not 1 <= args.random_trials <= MAX_RANDOM_TRIALS:
+        raise UserError(f"--n-trials must be >= 1 and --random-trials in [1, {MAX_RANDOM_TRIALS}], got "
+                        f"{args.n_trials} and {args.random_trials}")
     out = Path(args.out or f"runs/walkforward-{Path(args.scenario).stem}")
     base = config.load(args.scenario, list(args.overrides))
     if base.env.factory != FACTORY:
@@ -148,13 +190,9 @@ def command(args: argparse.Namespace) -> int:
         raise UserError(f"{counts['failed']} fold run(s) failed; see failed.txt in their folders under {out}")
     rows, curves = [], {}
     for run, plan in zip(runs, plans):
-        result = _fold_backtest(run.folder, args.periods_per_year)
+        result, validation_turnover = _fold_backtest(run.folder, args.periods_per_year)
         write_report(result, run.folder / "backtest")
-        s, b = result.strategy_metrics, result.benchmark_metrics
-        rows.append({**plan, "test_first": result.start, "sharpe": s.sharpe, "benchmark_sharpe": b.sharpe,
-                     "total_return": s.total_return, "benchmark_return": b.total_return,
-                     "excess_return": s.total_return - b.total_return, "max_drawdown": s.max_drawdown,
-                     "trades": s.trades, "turnover": s.turnover})
+        rows.append({**plan, **fold_row(result, validation_turnover, args.n_trials, args.random_trials, args.seed)})
         curves.setdefault(plan["asset"], []).append(result)
     summary = summarise(rows, args.seed)
     _write(out, rows, summary, curves)
@@ -188,16 +226,23 @@ def _write(out: Path, rows: list[dict], summary: dict, curves: dict) -> None:
     atomic_write_text(out / "stitched_equity.csv", "\n".join(lines) + "\n")
     atomic_write_text(out / "walkforward.json", json.dumps(json.loads(to_json({"folds": rows, "summary": summary})),
                                                            indent=2))
-    print("| asset | fold | test | policy Sharpe | buy-and-hold Sharpe | policy return | buy-and-hold return | trades |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| asset | fold | test bars | policy Sharpe [95%] | DSR | buy-and-hold Sharpe | random Sharpe median [95%] "
+          "| p vs random | return net / gross | buy-and-hold return | turnover test / validation |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['asset']} | {r['fold']} | {r['test_first']} .. {r['test_last']} | {r['sharpe']:.2f} | "
-              f"{r['benchmark_sharpe']:.2f} | {r['total_return']:+.1%} | {r['benchmark_return']:+.1%} | {r['trades']} |")
+        lo, hi = r["sharpe_ci"]
+        rlo, rhi = r["random_sharpe_ci"]
+        print(f"| {r['asset']} | {r['fold']} | {r['test_first']} .. {r['test_last']} | {r['sharpe']:.2f} "
+              f"[{lo:.2f}, {hi:.2f}] | {r['dsr']:.2f} | {r['benchmark_sharpe']:.2f} | {r['random_median_sharpe']:.2f} "
+              f"[{rlo:.2f}, {rhi:.2f}] | {r['random_p']:.3f} | {r['total_return']:+.1%} / "
+              f"{r['total_return_gross']:+.1%} | {r['benchmark_return']:+.1%} | {r['turnover_per_bar']:.3f} / "
+              f"{r['validation_turnover_per_bar']:.3f} |")
     s = summary
     print(f"over {s['asset_folds']} asset-folds: policy Sharpe {s['sharpe']:.2f} {_pair(s['sharpe_ci'])}, "
           f"buy-and-hold {s['benchmark_sharpe']:.2f} {_pair(s['benchmark_sharpe_ci'])}; return minus buy-and-hold "
           f"{s['excess_return']:+.1%} {_pair(s['excess_return_ci'], '+.1%')}; beat buy-and-hold on "
-          f"{s['beats_buy_and_hold']} of {s['asset_folds']}")
+          f"{s['beats_buy_and_hold']} of {s['asset_folds']}; beat the random policies (p < 0.05) on "
+          f"{s['beats_random_p05']}; test turnover within 2x of validation on {s['turnover_within_2x']}")
     print(f"written to {out}/ (walkforward.json, stitched_equity.csv, stitched_equity.png)")
 
 
