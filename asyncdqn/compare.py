@@ -316,12 +316,14 @@ def plot(result: dict, runs: list[Run], out_png: Path, seed: int = 0) -> None:
     ax.set_yticks(ys, [result["labels"][a] for a in arms], fontsize=7)
     ax.set_xlabel(("normalised " if result["normalised"] else "") + "AUC, IQM and 95% interval")
     others = [a for a in arms if a != result["baseline"]]
-    if others:
-        pairs = {f"{result['labels'][a]},{result['labels'][result['baseline']]}": est["auc"][a]["p_improve"]
-                 for a in others}
-        intervals = {f"{result['labels'][a]},{result['labels'][result['baseline']]}":
-                     np.array(est["auc"][a]["p_improve_ci"])[:, None] for a in others}
-        plot_utils.plot_probability_of_improvement(pairs, intervals, ax=axes[0][-1], xlabel="P(X > Y), AUC")
+    if others:  # rliable names a pair "X<sep>Y": a tab, since labels may hold commas (its default separator)
+        def pair(a: str) -> str:
+            return "\t".join(result["labels"][x].replace("\t", " ") for x in (a, result["baseline"]))
+
+        pairs = {pair(a): est["auc"][a]["p_improve"] for a in others}
+        intervals = {pair(a): np.array(est["auc"][a]["p_improve_ci"])[:, None] for a in others}
+        plot_utils.plot_probability_of_improvement(pairs, intervals, pair_separator="\t", ax=axes[0][-1],
+                                                   xlabel="P(X > Y), AUC")
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)

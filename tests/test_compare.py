@@ -181,9 +181,15 @@ def test_the_stratified_bootstrap_resamples_seeds_within_each_task():
 
 def test_the_compare_command_writes_its_report_and_refuses_bad_folders(tmp_path, capsys):
     root = make_sweep(tmp_path / "sweep")
+    spec_file = root / "a" / "k4" / "seed0" / "sweep_run.json"   # a label with a comma (rliable's separator)
+    for f in (root / "a" / "k4").glob("seed*/sweep_run.json"):
+        spec = json.loads(f.read_text())
+        spec["meta"]["label"] = "K4, masks"
+        f.write_text(json.dumps(spec))
+    assert spec_file.is_file()
     assert main(["compare", str(root), "--reps", "200"]) == 0
     out = capsys.readouterr().out
-    assert "| K4 |" in out and "0.750 [" in out
+    assert "| K4, masks |" in out and "0.750 [" in out
     report = json.loads((root / "compare" / "compare.json").read_text())
     assert report["baseline"] == "k1" and report["per_scenario"]["a"]["auc"]["k4"]["p_improve"] == 0.75
     assert (root / "compare" / "compare.png").stat().st_size > 10_000
