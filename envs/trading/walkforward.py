@@ -209,17 +209,26 @@ def _write(out: Path, rows: list[dict], summary: dict, curves: dict) -> None:
     from asyncdqn.metrics import to_json
 
     lines = ["asset,date,policy_equity,buy_and_hold_equity"]
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for asset, results in curves.items():
+    cols = min(3, len(curves))
+    nrows = math.ceil(len(curves) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(curves):]:
+        ax.set_visible(False)
+    for ax, (asset, results) in zip(axes.flat, curves.items()):
         dates = np.concatenate([results[0].strategy.dates_N1] + [r.strategy.dates_N1[1:] for r in results[1:]])
         pol = stitch([r.strategy.equity_N1 for r in results])
         bh = stitch([r.benchmark.equity_N1 for r in results])
         lines += [f"{asset},{str(d)[:19]},{p:.6f},{q:.6f}" for d, p, q in zip(dates, pol, bh)]
-        line, = ax.plot(dates, pol, label=f"{asset}: policy")
-        ax.plot(dates, bh, ls="--", color=line.get_color(), alpha=0.6, label=f"{asset}: buy and hold")
-    ax.set_ylabel("equity (stitched test blocks)")
-    ax.set_title("walk-forward, out of sample")
-    ax.legend(fontsize=7)
+        ax.plot(dates, pol, label="policy")
+        ax.plot(dates, bh, ls="--", alpha=0.7, label="buy and hold")
+        for r in results[1:]:  # where each later fold's test block starts
+            ax.axvline(r.strategy.dates_N1[0], color="grey", lw=0.5, ls=":")
+        ax.set_yscale("log")
+        ax.set_title(asset, fontsize=10)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("equity, log scale (stitched test blocks)")
+    fig.suptitle("walk-forward: out-of-sample equity, fold boundaries dotted", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "stitched_equity.png", dpi=110)
     plt.close(fig)
