@@ -46,7 +46,7 @@ import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import tomli_w
 
@@ -140,12 +140,18 @@ def grid_names() -> list[str]:
     return sorted(p.stem for p in GRID_DIR.glob("*.toml"))
 
 
-def read_grid(path: Path, out: Path | None = None, parallel: int | None = None) -> Grid:
-    """Parse and check a grid file or a built-in grid's name (every run's config is loaded once, so a bad key
-    fails here, before any run starts), and copy each scenario's text into the sweep folder the first time.
-    UserError on anything wrong."""
-    from asyncdqn import config
+class _Plan(NamedTuple):
+    """One [scenarios.NAME] table."""
 
+    scenario: str
+    src: Path
+    seeds: list[int]
+    score_range: list[float] | None
+    overrides: list[str]
+
+
+def _grid_file(path: Path) -> tuple[Path, dict]:
+    """A grid file or a built-in grid's name -> (its path, its parsed tables)."""
     path = Path(path)
     if not path.suffix and not path.exists():
         if path.name not in grid_names():
@@ -153,11 +159,48 @@ def read_grid(path: Path, out: Path | None = None, parallel: int | None = None) 
                             f"({', '.join(grid_names())})")
         path = GRID_DIR / f"{path.name}.toml"
     try:
-        grid = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return path, tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"grid file not found: {path}") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"{path}: not a readable TOML grid ({first_line(exc)})") from None
+
+
+def _scenario_plan(path: Path, name: str, table: Any, default_seeds: list[int]) -> _Plan:
+    from asyncdqn import config
+
+    where = f"{path}: [scenarios.{name}]"
+    table = _table(where, table)
+    _keys(where, table, SCENARIO_KEYS)
+    if "/" in name or name.endswith(".toml"):
+        src = Path(name) if Path(name).is_absolute() else path.parent / name
+    else:
+        config.read_scenario(name)  # UserError for an unknown name
+        src = config.SCENARIO_DIR / f"{name}.toml"
+    if not src.is_file():
+        raise UserError(f"{where}: scenario file not found: {src}")
+    seeds = _seeds(where, table["seeds"]) if "seeds" in table else default_seeds
+    return _Plan(Path(name).stem, src, seeds, _score_range(where, table.get("score_range")),
+                 _overrides(where, table.get("set", {})))
+
+
+def _arm(path: Path, name: str, table: Any) -> tuple[str, list[str]]:
+    """One [arms.NAME] table -> (label, overrides)."""
+    where = f"{path}: [arms.{name}]"
+    table = _table(where, table)
+    _keys(where, table, ARM_KEYS)
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise UserError(f"{where}: an arm's name is a folder name: letters, digits, '-', '_' and '.' only")
+    return str(table.get("label", name)), _overrides(where, table.get("set", {}))
+
+
+def read_grid(path: Path, out: Path | None = None, parallel: int | None = None) -> Grid:
+    """Parse and check a grid file or a built-in grid's name (every run's config is loaded once, so a bad key
+    fails here, before any run starts), and copy each scenario's text into the sweep folder the first time.
+    UserError on anything wrong."""
+    from asyncdqn import config
+
+    path, grid = _grid_file(path)
     _keys(str(path), grid, GRID_KEYS)
     scenarios = _table(f"{path}: [scenarios]", grid.get("scenarios"))
     arms = _table(f"{path}: [arms]", grid.get("arms"))
@@ -169,56 +212,30 @@ def read_grid(path: Path, out: Path | None = None, parallel: int | None = None) 
     parallel = grid.get("parallel", 2) if parallel is None else parallel
     if not (isinstance(parallel, int) and not isinstance(parallel, bool) and parallel >= 1):
         raise UserError(f"{path}: parallel must be an integer >= 1, got {parallel!r}")
-    out_dir = Path(out if out is not None else grid.get("out", f"runs/sweep-{Path(path).stem}"))
+    out_dir = Path(out if out is not None else grid.get("out", f"runs/sweep-{path.stem}"))
     common = _overrides(str(path), grid.get("set", {}))
     default_seeds = _seeds(str(path), grid.get("seeds", 10))
+    plans = [_scenario_plan(path, name, table, default_seeds) for name, table in scenarios.items()]
+    arm_sets = {name: _arm(path, name, table) for name, table in arms.items()}
 
-    plans = []
-    for name, table in scenarios.items():
-        where = f"{path}: [scenarios.{name}]"
-        table = _table(where, table)
-        _keys(where, table, SCENARIO_KEYS)
-        if "/" in name or name.endswith(".toml"):
-            src = Path(name) if Path(name).is_absolute() else Path(path).parent / name
-        else:
-            config.read_scenario(name)  # UserError for an unknown name
-            src = config.SCENARIO_DIR / f"{name}.toml"
-        if not src.is_file():
-            raise UserError(f"{where}: scenario file not found: {src}")
-        seeds = _seeds(where, table["seeds"]) if "seeds" in table else default_seeds
-        plans.append((Path(name).stem, src, seeds, _score_range(where, table.get("score_range")),
-                      _overrides(where, table.get("set", {}))))
-    arm_sets = {}
-    for name, table in arms.items():
-        where = f"{path}: [arms.{name}]"
-        table = _table(where, table)
-        _keys(where, table, ARM_KEYS)
-        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise UserError(f"{where}: an arm's name is a folder name: letters, digits, '-', '_' and '.' only")
-        arm_sets[name] = (str(table.get("label", name)), _overrides(where, table.get("set", {})))
-
-    runs = []
-    for scenario, src, _, score_range, extra in plans:
-        copy = out_dir / scenario / "scenario.toml"
+    for plan in plans:
+        copy = out_dir / plan.scenario / "scenario.toml"
         if not copy.is_file():  # once: a resumed sweep keeps the scenario it started with
             copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, copy)
-        for arm, (label, sets) in arm_sets.items():
-            overrides = [*common, *extra, *sets]
+            shutil.copyfile(plan.src, copy)
+        for arm, (_, sets) in arm_sets.items():
             try:
-                config.load(str(copy), overrides)
+                config.load(str(copy), [*common, *plan.overrides, *sets])
             except UserError as exc:
-                raise UserError(f"{path}: scenario {scenario}, arm {arm}: {exc}") from None
-    longest = max(len(seeds) for _, _, seeds, _, _ in plans)
-    for i in range(longest):
-        for scenario, src, seeds, score_range, extra in plans:
-            if i >= len(seeds):
-                continue
-            copy = (out_dir / scenario / "scenario.toml").resolve()
+                raise UserError(f"{path}: scenario {plan.scenario}, arm {arm}: {exc}") from None
+    runs = []
+    for i in range(max(len(plan.seeds) for plan in plans)):  # seeds outermost
+        for plan in (p for p in plans if i < len(p.seeds)):
+            copy = (out_dir / plan.scenario / "scenario.toml").resolve()
             for arm, (label, sets) in arm_sets.items():
-                meta = {"label": label, "score_range": score_range, "baseline": baseline}
-                runs.append(Run(scenario, arm, seeds[i], (*common, *extra, *sets),
-                                (out_dir / scenario / arm / f"seed{seeds[i]}").resolve(), copy, meta))
+                meta = {"label": label, "score_range": plan.score_range, "baseline": baseline}
+                runs.append(Run(plan.scenario, arm, plan.seeds[i], (*common, *plan.overrides, *sets),
+                                (out_dir / plan.scenario / arm / f"seed{plan.seeds[i]}").resolve(), copy, meta))
     out_dir.mkdir(parents=True, exist_ok=True)
     if not (out_dir / "grid.toml").is_file():
         shutil.copyfile(path, out_dir / "grid.toml")
