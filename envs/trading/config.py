@@ -53,6 +53,8 @@ class TradingConfig:
     """Cost per fill, in basis points of the traded notional."""
     slippage_bps: float = 0.0
     """Slippage per fill on top of cost_bps, in basis points of the traded notional (fill price vs quote)."""
+    trade_penalty: float = 0.0
+    """Training reward minus this times |position change| (a price on trading beyond the fees); 0 = none."""
     fill: str = "open"
     """'open': decide at the close of bar t, fill at the open of t+1; 'close': fill at the close of t."""
     long_only: bool = False
@@ -67,6 +69,8 @@ class TradingConfig:
     def __post_init__(self) -> None:
         require(self.window >= 2, "env.kwargs.window", "must be >= 2")
         require(self.cost_bps >= 0, "env.kwargs.cost_bps", "must be >= 0")
+        require(math.isfinite(self.trade_penalty) and self.trade_penalty >= 0, "env.kwargs.trade_penalty",
+                "must be a finite number >= 0")
         require(math.isfinite(self.slippage_bps) and self.slippage_bps >= 0, "env.kwargs.slippage_bps",
                 "must be a finite number >= 0")
         require(self.fill in ("open", "close"), "env.kwargs.fill", "must be 'open' or 'close'")
@@ -133,6 +137,8 @@ def scenario_kwargs(trading: TradingConfig, *, evaluation: bool) -> dict[str, An
     data = trading.data or None
     common = _common(trading)
     train_end = trading.train_end or None
+    if not evaluation:  # the penalty shapes training only: evaluations score the policy on equity alone
+        common["trade_penalty"] = float(trading.trade_penalty)
     if int(trading.validation_bars) == 0 and not trading.validation_start:
         if not evaluation:
             return {**common, "end": train_end, "episode_length": int(trading.episode_length)}

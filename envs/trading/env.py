@@ -20,7 +20,10 @@ fill on the traded notional), o/cl the open/close prices:
         E_fill  = E_t;  cost = c * |p' - p| * E_t;  E_{t+1} = (E_t - cost) * (1 + p' * (cl[t+1] / cl[t] - 1))
 
     reward = log(E_{t+1} / E_t), so an episode's rewards sum to log(E_final / E_0) with E_0 = 1: the
-    reward is the net profit, fees included, never a proxy for it.
+    reward is the net profit, fees included, never a proxy for it. With trade_penalty = k > 0 (the trading
+    scenario sets it on its training envs only) the reward is log(E_{t+1} / E_t) - k * |p' - p|: a price on
+    position changes beyond the fees, to teach an agent that over-trades to hold; equity, evaluations and
+    every report are untouched by it.
 
 Slippage is charged like the commission, as a fraction of the traded notional at the fill price: to first
 order the same as filling |p' - p| * E_fill of notional at a price slippage_bps worse than o[t+1] (or cl[t]).
@@ -157,10 +160,13 @@ class TradingEnv(gym.Env):
                  episode_length: int | None = None, norm_start: str | None = None, norm_end: str | None = None,
                  norm_stats: NormStats | Mapping[str, Sequence[float]] | None = None,
                  date_format: str | None = None, dayfirst: bool = False, dropna: bool = False,
-                 render_mode: str | None = None):
+                 render_mode: str | None = None, trade_penalty: float = 0.0):
         """`data`: a CSV path or a DataFrame (None or "" = the shipped GOOGL.csv); start/end/norm_start/norm_end:
         dates (text or datetime.date) as in the module docstring. Everything step() needs is computed here."""
         self._set_rules(positions, window, fill, episode_length, (cost_bps, slippage_bps), render_mode)
+        if not (math.isfinite(trade_penalty) and trade_penalty >= 0.0):
+            raise ValueError(f"trade_penalty must be a finite number >= 0, got {trade_penalty!r}")
+        self.trade_penalty = float(trade_penalty)
         loaded = read_ohlcv(DEFAULT_DATA if data is None or (isinstance(data, str) and not data) else data,
                             date_format=date_format, dayfirst=dayfirst, dropna=dropna)
         self.data_source = loaded.source
@@ -310,7 +316,7 @@ class TradingEnv(gym.Env):
             next_equity = RUIN_FLOOR * equity
         else:
             next_equity = (fill_equity - cost) * grow_new
-        reward = math.log(next_equity / equity)
+        reward = math.log(next_equity / equity) - self.trade_penalty * abs(new - old)
 
         self._held = 0 if new != old else self._held + 1
         self._t, self._position, self._equity, self._steps = t + 1, new, next_equity, self._steps + 1
