@@ -306,8 +306,8 @@ def test_invalid_arguments_fail_clearly():
 
 def test_scenario_kwargs_split_train_validation_and_test_with_purge_gaps():
     trading_config = SimpleNamespace(data=str(GOOGL_CSV), train_end="2016-12-31", window=16, cost_bps=5.0,
-                                     slippage_bps=0.0, fill="open", long_only=True, episode_length=128, validation_bars=100,
-                                     validation_start="")
+                                     slippage_bps=0.0, trade_penalty=0.0, fill="open", long_only=True,
+                                     episode_length=128, validation_bars=100, validation_start="")
     train = TradingEnv(**scenario_kwargs(trading_config, evaluation=False))
     validation = TradingEnv(**scenario_kwargs(trading_config, evaluation=True))
     test = TradingEnv(**heldout_kwargs(trading_config))
