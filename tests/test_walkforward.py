@@ -36,6 +36,8 @@ def test_the_summary_means_over_asset_folds_with_intervals_and_counts_wins():
     s = wf.summarise(rows)
     assert s["asset_folds"] == 3 and s["sharpe"] == pytest.approx(1.0) and s["beats_buy_and_hold"] == 2
     assert s["beats_random_p05"] == 2 and s["turnover_within_2x"] == 2     # 0.3 is 3x the validation's 0.1
+    flat = wf.summarise(rows + [{**rows[0], "sharpe": float("nan")}])     # a flat fold has no Sharpe
+    assert flat["sharpe"] == pytest.approx(1.0) and flat["sharpe_undefined"] == 1
     assert s["sharpe_ci"][0] < 1.0 < s["sharpe_ci"][1] and s["benchmark_sharpe_ci"] == [1.0, 1.0]
     assert s["excess_return"] == pytest.approx(0.05)
 

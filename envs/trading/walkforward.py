@@ -72,9 +72,10 @@ def summarise(rows: list[dict], seed: int = 0) -> dict:
     """Means over the asset-folds, each with its 95% bootstrap interval over them."""
     out: dict = {"asset_folds": len(rows)}
     for key in ("sharpe", "benchmark_sharpe", "excess_return", "total_return", "benchmark_return"):
-        vals = [r[key] for r in rows]
+        vals = [r[key] for r in rows if math.isfinite(r[key])]  # a policy that stays flat has no Sharpe
         out[key] = float(np.mean(vals)) if vals else math.nan
         out[f"{key}_ci"] = _interval(vals, seed)
+        out[f"{key}_undefined"] = len(rows) - len(vals)
     out["beats_buy_and_hold"] = sum(r["excess_return"] > 0 for r in rows)
     # issue 14's goals: beating the random same-turnover policies after costs, and a turnover out of sample
     # within 2x of the one on the validation slice that chose the policy
