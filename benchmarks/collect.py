@@ -8,8 +8,8 @@ chunks through the bounded queue into the replay pool. Two rates are read from t
     of metrics.jsonl (written every `log_every` steps), which leaves out start-up (env construction, first
     forward, metrics writer start);
   * end-to-end: summary.json env_steps / train_wall_s (start of `runtime.run` to the end of collection).
-The raw loop is `gymnasium.make("CartPole-v1")` stepped with random actions from a numpy Generator,
-resetting on terminated/truncated: the cost of the env alone, with gymnasium's default wrappers (asyncdqn's
+The raw loop is `gymnasium.make("CartPole-v1")` stepped with random actions drawn from a numpy Generator
+before the clock starts (issue 16), resetting on terminated/truncated: the cost of the env alone, with gymnasium's default wrappers (asyncdqn's
 actors get the same wrappers). It is measured two ways, in the same child process as the asyncdqn run:
   * interleaved (the headline): every PROBE_EVERY s a task on the run's own event loop steps the raw loop
     PROBE_STEPS times, blocking the loop (so the actors stand still meanwhile). The steady window's raw
@@ -19,7 +19,10 @@ actors get the same wrappers). It is measured two ways, in the same child proces
     cannot cancel;
   * bracketed (kept for comparison with earlier results): STEPS raw steps once before and once after the
     run (their mean), against asyncdqn's steady rate.
-Ratio = asyncdqn rate / raw rate (goal >= 0.4 at 64 actors). `actors_per_forward` (summary.json) is how
+Ratio = asyncdqn rate / raw rate (goal >= 0.4 at 64 actors). After the run, two vector envs as wide as the
+run has actors are stepped with pre-drawn actions (bracketed, not interleaved): gymnasium's native vectorised
+CartPole (`vector_entry_point`) and a SyncVectorEnv; `native_vector_ratio` is issue 16's yardstick (goal there:
+>= 0.5 with vectorised actors, which asyncdqn does not have yet). `actors_per_forward` (summary.json) is how
 many actor requests each batched forward answered.
 
 Each (actor count, seed) runs in a fresh subprocess with torch.set_num_threads(1) (`--threads`).
@@ -47,25 +50,46 @@ ENV_ID = "CartPole-v1"
 GOAL = 0.4
 
 
-def raw_steps(env, rng, n_actions: int, steps: int) -> None:
-    """The raw loop itself: `steps` env steps with random actions, resetting at episode ends."""
-    for _ in range(steps):
-        _, _, terminated, truncated, _ = env.step(int(rng.integers(n_actions)))
+def raw_steps(env, actions: list[int]) -> None:
+    """The raw loop itself: one env step per action, resetting at episode ends. The actions are drawn before
+    the clock starts (issue 16: drawing each with `rng.integers` inside the loop made the raw loop ~1.23x
+    slower, which flattered our ratio)."""
+    for a in actions:
+        _, _, terminated, truncated, _ = env.step(a)
         if terminated or truncated:
             env.reset()
 
 
 def raw_loop(steps: int, seed: int) -> float:
-    """Steps per second of a bare gymnasium loop with random actions."""
+    """Steps per second of a bare gymnasium loop with pre-drawn random actions."""
     import gymnasium as gym
     import numpy as np
 
     env = gym.make(ENV_ID)
-    rng = np.random.default_rng(seed)
+    actions = np.random.default_rng(seed).integers(int(env.action_space.n), size=steps).tolist()
     env.reset(seed=seed)
     t0 = time.perf_counter()
-    raw_steps(env, rng, int(env.action_space.n), steps)
+    raw_steps(env, actions)
     rate = steps / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def vector_loop(steps: int, seed: int, width: int, mode: str) -> float:
+    """Env steps per second (all sub-envs together) of a gymnasium vector env of `width` CartPoles stepped
+    with pre-drawn random actions: mode "vector_entry_point" is gymnasium's native vectorised CartPole (numpy
+    over all sub-envs at once), "sync" a SyncVectorEnv of `width` ordinary envs. Both autoreset."""
+    import gymnasium as gym
+    import numpy as np
+
+    env = gym.make_vec(ENV_ID, num_envs=width, vectorization_mode=mode)
+    batches = max(1, steps // width)
+    actions = np.random.default_rng(seed).integers(2, size=(batches, width))
+    env.reset(seed=seed)
+    t0 = time.perf_counter()
+    for a in actions:
+        env.step(a)
+    rate = batches * width / (time.perf_counter() - t0)
     env.close()
     return rate
 
@@ -102,8 +126,9 @@ class RawProbe:
         self.bursts: list[tuple[float, float, int]] = []  # (start, end, steps), seconds since t0
 
     def burst(self) -> None:
+        actions = self.rng.integers(self.n_actions, size=self.steps).tolist()  # drawn before the clock starts
         t0 = time.perf_counter()
-        raw_steps(self.env, self.rng, self.n_actions, self.steps)
+        raw_steps(self.env, actions)
         self.bursts.append((t0 - self.t0, time.perf_counter() - self.t0, self.steps))
 
     async def run(self) -> None:
@@ -142,6 +167,9 @@ def child(spec: dict) -> dict:
 
     summary, probe = asyncio.run(run_with_probe())
     raw_after = raw_loop(spec["steps"], spec["seed"] + 1)
+    width = spec["actors"]  # the vector envs have as many sub-envs as the run has actors
+    native = vector_loop(spec["steps"], spec["seed"], width, "vector_entry_point")
+    sync = vector_loop(spec["steps"], spec["seed"], width, "sync")
     train = [r for r in read_records(out_dir / "metrics.jsonl") if r["kind"] == "train"]
     steady, raw_il = steady_rates(train, probe.bursts)  # asyncdqn's rate leaves the bursts out
     raw = (raw_before + raw_after) / 2
@@ -155,6 +183,8 @@ def child(spec: dict) -> dict:
         "interleaved_raw_steps_per_s": raw_il, "interleaved_ratio": ratio(steady, raw_il),
         "probe_bursts": len(probe.bursts),
         "bracketed_ratio": ratio(steady, raw), "end_to_end_ratio": ratio(end_to_end, raw),
+        "native_vector_steps_per_s": native, "sync_vector_steps_per_s": sync, "vector_width": width,
+        "native_vector_ratio": ratio(steady, native), "sync_vector_ratio": ratio(steady, sync),
         "actors_per_forward": summary["actors_per_forward"], "train_records": len(train),
         "steady_window_steps": [train[0]["env_steps"], train[-1]["env_steps"]] if train else None,
         "updates": summary["updates"],
@@ -208,7 +238,8 @@ def main() -> int:
 
     columns = [("steady_steps_per_s", ".0f"), ("interleaved_raw_steps_per_s", ".0f"), ("interleaved_ratio", ".3f"),
                ("raw_steps_per_s", ".0f"), ("bracketed_ratio", ".3f"), ("end_to_end_ratio", ".3f"),
-               ("actors_per_forward", ".2f")]
+               ("native_vector_steps_per_s", ".0f"), ("native_vector_ratio", ".3f"),
+               ("sync_vector_steps_per_s", ".0f"), ("sync_vector_ratio", ".3f"), ("actors_per_forward", ".2f")]
     print_table("Per run (steps/s; raw_steps_per_s is the bracketed raw loop)",
                 [("actors", ""), ("seed", ""), *columns], rows)
     by_count = [{"actors": n, "runs": len(rs), **{key: median(r[key] for r in rs) for key, _ in columns}}

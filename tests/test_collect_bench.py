@@ -29,3 +29,25 @@ def test_without_bursts_the_raw_rate_is_none_and_the_run_rate_is_plain():
 
 def test_one_record_gives_no_window():
     assert collect.steady_rates([{"env_steps": 10, "wall_s": 1.0}], [(1.0, 1.1, 5)]) == (None, None)
+
+
+def test_the_raw_loop_steps_the_given_actions_and_resets_at_episode_ends():
+    class Env:
+        def __init__(self):
+            self.actions, self.resets = [], 0
+
+        def step(self, a):
+            self.actions.append(a)
+            return None, 0.0, len(self.actions) % 3 == 0, False, {}
+
+        def reset(self):
+            self.resets += 1
+
+    env = Env()
+    collect.raw_steps(env, [1, 0, 1, 1, 0, 0, 1])
+    assert env.actions == [1, 0, 1, 1, 0, 0, 1] and env.resets == 2
+
+
+def test_the_vector_loops_count_every_sub_env_step():
+    rate = collect.vector_loop(640, 0, 64, "vector_entry_point")
+    assert rate > 0 and collect.vector_loop(64, 0, 8, "sync") > 0
