@@ -288,8 +288,10 @@ async def train_subprocess(run: Run) -> int:
     """`asyncdqn train` in a fresh interpreter; its output goes to train.log in the run's folder. Cancelled
     (Ctrl-C), it passes SIGINT on and waits for the run to save its checkpoint."""
     with open(run.folder / "train.log", "wb") as log:
+        # Its own session: a Ctrl-C at the terminal reaches only the sweep, which passes one SIGINT on (two
+        # would make `train` abort without its interrupt checkpoint).
         proc = await asyncio.create_subprocess_exec(
-            *run.command(), stdout=log, stderr=asyncio.subprocess.STDOUT,
+            *run.command(), stdout=log, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         try:
             return await proc.wait()
