@@ -305,11 +305,14 @@ async def evaluate_periodically(p: Parts) -> None:
         s.next_eval = steps + ec.every
         seed = p.eval_seed + 10_000 * (1 + s.evals)
         res = await asyncio.to_thread(evaluate, p.make_eval_env, policy, ec.episodes, seed)
+        eval_wall, eval_updates = p.wall(), s.updates
+        # each net's own greedy policy, from the same starts as the ensemble's; both are done before either is
+        # recorded, so a run that ends during the members' episodes logs neither, never one without the other
+        means = None if p.members is None else await asyncio.to_thread(p.members, policy.net, seed)
         s.evals, s.last_eval = s.evals + 1, res.mean
-        p.emit({"kind": "eval", "env_steps": steps, "updates": s.updates, "mean": res.mean, "std": res.std,
-                "wall_s": p.wall()})
-        if p.members is not None:  # each net's own greedy policy, from the same starts as the ensemble's
-            means = await asyncio.to_thread(p.members, policy.net, seed)
+        p.emit({"kind": "eval", "env_steps": steps, "updates": eval_updates, "mean": res.mean, "std": res.std,
+                "wall_s": eval_wall})
+        if means is not None:
             p.emit({"kind": "member_eval", "env_steps": steps, "updates": s.updates, "means": means,
                     "wall_s": p.wall()})
         score, reached = res.mean, res.mean >= ec.stop_at
