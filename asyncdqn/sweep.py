@@ -274,7 +274,7 @@ def _clock(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the sweep dies (Linux), so that no run outlives its sweep."""
     try:
         import ctypes
@@ -292,7 +292,7 @@ async def train_subprocess(run: Run) -> int:
         # would make `train` abort without its interrupt checkpoint).
         proc = await asyncio.create_subprocess_exec(
             *run.command(), stdout=log, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+            preexec_fn=die_with_parent if sys.platform == "linux" else None)
         try:
             return await proc.wait()
         finally:

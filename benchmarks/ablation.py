@@ -43,7 +43,6 @@ import argparse
 import json
 import math
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -54,6 +53,8 @@ from pathlib import Path
 import numpy as np
 
 from _common import finish, machine_info, parse_seeds, print_table
+
+from asyncdqn.sweep import die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MERGE = ["merge.space=\"params\"", "merge.resync=1.0", "merge.score=\"return\"", "merge.tau=1.0"]
@@ -201,21 +202,11 @@ def is_done(job: Job) -> bool:
         return False
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the sweep process dies (Linux prctl PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
 def run_subprocess(job: Job) -> int:
     """Train one run in a fresh interpreter; its output goes to train.log in the run folder."""
     with open(job.run_dir / "train.log", "w") as log:
         proc = subprocess.run(job.command(), cwd=job.code_dir, stdout=log, stderr=subprocess.STDOUT,
-                              preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                              preexec_fn=die_with_parent if sys.platform == "linux" else None)
     return proc.returncode
 
 

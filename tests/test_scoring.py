@@ -230,17 +230,24 @@ def test_population_lrs_are_given_values_or_seeded_log_uniform_draws():
     assert drawn.min() >= 1e-4 and drawn.max() <= 1e-2 and np.median(drawn) == pytest.approx(1e-3, rel=0.3)
 
 
-def test_per_net_learning_rates_match_a_separate_adam_per_net():
-    lrs = (1e-4, 3e-3)
-    cfg = LearnerConfig(num_nets=2, hidden=(8,))
-    pop = Learner(cfg, MergeConfig(every=10_000), 3, 2, seed=0, population=PopulationConfig(lrs=lrs))
+def _lone_copies(ensemble: Learner, lrs) -> list[Learner]:
+    """One K = 1 learner per net of `ensemble` (seed 0, hidden (8,), learning rate lrs[k]), starting from that
+    net's parameters: what each net would be trained alone."""
     singles = []
     for k, lr in enumerate(lrs):
         one = Learner(LearnerConfig(num_nets=1, hidden=(8,), lr=lr), MergeConfig(every=10_000), 3, 2, seed=0)
         with torch.no_grad():
-            for p, q in zip(one.online.parameters(), pop.online.parameters()):
+            for p, q in zip(one.online.parameters(), ensemble.online.parameters()):
                 p.copy_(q[k:k + 1])
         singles.append(one)
+    return singles
+
+
+def test_per_net_learning_rates_match_a_separate_adam_per_net():
+    lrs = (1e-4, 3e-3)
+    cfg = LearnerConfig(num_nets=2, hidden=(8,))
+    pop = Learner(cfg, MergeConfig(every=10_000), 3, 2, seed=0, population=PopulationConfig(lrs=lrs))
+    singles = _lone_copies(pop, lrs)
     rng = np.random.default_rng(1)
     for _ in range(5):
         obs, nxt = rng.normal(size=(2, 2, 4, 3)).astype(np.float32)
@@ -299,13 +306,7 @@ def test_a_masked_net_learns_exactly_as_a_lone_net_on_the_rows_its_mask_keeps():
 
     cfg = LearnerConfig(num_nets=2, hidden=(8,), bootstrap_p=0.5)
     boot = Learner(cfg, MergeConfig(every=10_000), 3, 2, seed=0)  # the singles' seed: the same initial target
-    singles = []
-    for k in range(2):
-        one = Learner(LearnerConfig(num_nets=1, hidden=(8,)), MergeConfig(every=10_000), 3, 2, seed=0)
-        with torch.no_grad():
-            for p, q in zip(one.online.parameters(), boot.online.parameters()):
-                p.copy_(q[k:k + 1])
-        singles.append(one)
+    singles = _lone_copies(boot, (1e-3, 1e-3))
     rng = np.random.default_rng(1)
     for step in range(5):
         obs, nxt = rng.normal(size=(2, 2, 8, 3)).astype(np.float32)
