@@ -47,14 +47,15 @@ def test_each_folds_csv_ends_with_its_test_block(tmp_path):
     from asyncdqn.envs.trading.market_data import read_ohlcv
 
     whole = read_ohlcv(DEFAULT_DATA).frame
-    plans = wf._folds_for("", 3, False, 1, tmp_path, window=32)
-    layout = wf.fold_layout(len(whole), 3, anchored=False)
+    frame, layout = wf._layout_for("", 3, False, 1, window=32)
+    plans = wf._write_folds(frame, layout, tmp_path)
+    assert layout == wf.fold_layout(len(whole), 3, anchored=False)
     for plan, fold in zip(plans, layout):
         part = read_ohlcv(plan["csv"]).frame
         assert part.index[0] == whole.index[fold.first] and part.index[-1] == whole.index[fold.last]
         assert len(part) == fold.last - fold.first + 1 and plan["train_end"] == str(whole.index[fold.train_end].date())
     with pytest.raises(UserError, match="holds no decision after the purge gap"):
-        wf._folds_for("", 200, True, 1, tmp_path / "many", window=32)
+        wf._layout_for("", 200, True, 1, window=32)
 
 
 def test_a_tiny_two_fold_walk_forward_end_to_end(tmp_path, capsys):
@@ -90,6 +91,11 @@ def test_walkforward_refuses_a_scenario_that_is_not_trading_and_bad_options(tmp_
     assert err.startswith("asyncdqn: error: walkforward needs a trading scenario") and "\n" not in err
     assert main(["walkforward", "trading", "--random-trials", "0", "--out", str(tmp_path / "y")]) == 2
     assert "--random-trials in [1," in capsys.readouterr().err
+    (tmp_path / "bad.csv").write_text("date,open\n2020-01-01,1\n")
+    for bad in (["--folds", "0"], ["--data", str(tmp_path / "bad.csv")], ["--data", str(tmp_path / "no.csv")]):
+        assert main(["walkforward", "trading", *bad, "--out", str(tmp_path / "z")]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "z").exists()                              # refused before anything was written
 
 
 def test_the_within_2x_rule_and_the_sharpe_interval_on_hand_computed_cases():

@@ -92,21 +92,29 @@ def _within_2x(test: float, validation: float) -> bool:
 
 # ------------------------------------------------------------------------------------------- the command
 
-def _folds_for(data: str, folds: int, anchored: bool, train_blocks: int, out: Path, window: int) -> list[dict]:
-    """Write each fold's CSV; return {fold, csv, train_end, test_last} per fold. UserError when a test block
-    holds no decision after the purge gap."""
+def _layout_for(data: str, folds: int, anchored: bool, train_blocks: int, window: int):
+    """(the asset's validated frame, its folds); UserError when a test block holds no decision after the purge
+    gap. Reads, never writes: every asset is checked before anything is written."""
     from asyncdqn.envs.trading.env import DEFAULT_DATA
     from asyncdqn.envs.trading.market_data import read_ohlcv
 
     frame = read_ohlcv(data or DEFAULT_DATA).frame
-    dates = frame.index
-    plans = []
-    for i, f in enumerate(fold_layout(len(frame), folds, anchored, train_blocks)):
+    layout = fold_layout(len(frame), folds, anchored, train_blocks)
+    for i, f in enumerate(layout):
         if f.last - (f.train_end + window + 1) < 1:
             raise UserError(f"{data or 'GOOGL.csv'}: fold {i}'s test block ({f.last - f.train_end} bars) holds no "
                             f"decision after the purge gap of {window} bars; use fewer folds")
+    return frame, layout
+
+
+def _write_folds(frame, layout: list[Fold], out: Path) -> list[dict]:
+    """Each fold's CSV (its training and test bars only) in `out`; {fold, csv, train_first, train_end,
+    test_last} per fold."""
+    dates = frame.index
+    out.mkdir(parents=True, exist_ok=True)
+    plans = []
+    for i, f in enumerate(layout):
         csv = out / f"fold{i}.csv"
-        csv.parent.mkdir(parents=True, exist_ok=True)
         if not csv.is_file():  # once: a resumed walk-forward trains on the files it started with
             frame.iloc[f.first:f.last + 1].to_csv(csv, index_label="date")
         plans.append({"fold": i, "csv": str(csv.resolve()), "train_first": str(dates[f.first].date()),
@@ -167,17 +175,19 @@ def command(args: argparse.Namespace) -> int:
     if base.env.factory != FACTORY:
         raise UserError(f"walkforward needs a trading scenario (env.factory = {FACTORY!r}); "
                         f"{args.scenario} builds {base.env.factory or base.env.id!r}")
+    assets = []
+    for data in args.data or [str(base.env.kwargs.get("data", ""))]:  # every asset checked before any write
+        trading, _ = read_settings({**base.env.kwargs, "data": data})
+        assets.append((data, Path(data).stem if data else "GOOGL",
+                       *_layout_for(data, args.folds, not args.rolling, args.train_blocks, trading.window)))
     copy = out / "scenario.toml"
     if not copy.is_file():
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(config.SCENARIO_DIR / f"{args.scenario}.toml" if not Path(args.scenario).suffix
                         else Path(args.scenario), copy)
-    assets = args.data or [str(base.env.kwargs.get("data", ""))]
     runs, plans = [], []
-    for data in assets:
-        name = Path(data).stem if data else "GOOGL"
-        trading, _ = read_settings({**base.env.kwargs, "data": data})
-        for plan in _folds_for(data, args.folds, not args.rolling, args.train_blocks, out / name, trading.window):
+    for data, name, frame, layout in assets:
+        for plan in _write_folds(frame, layout, out / name):
             overrides = (*args.overrides, sweep.override_text("data", plan["csv"]),
                          sweep.override_text("train_end", plan["train_end"]))
             fold_cfg = config.load(str(copy), list(overrides))
