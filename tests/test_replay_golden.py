@@ -24,4 +24,9 @@ def test_draws_and_state_dict_match_the_recorded_run(case, golden):
     assert now[f"{case}/sample/idx_KB"].shape == (31, 2, 5) and f"{case}/state/rows/stamp_C" in now
     for key, value in want.items():
         assert now[key].dtype == value.dtype, key
-        np.testing.assert_array_equal(now[key], value, err_msg=key)
+        if np.issubdtype(value.dtype, np.floating):
+            # Sums of float priorities may differ in the last bit between CPUs (numpy's SIMD reductions):
+            # 1 ulp, never a different row (the drawn rows, integers, are compared exactly).
+            np.testing.assert_allclose(now[key], value, rtol=1e-12, atol=0, err_msg=key)
+        else:
+            np.testing.assert_array_equal(now[key], value, err_msg=key)
