@@ -54,7 +54,8 @@ EXAMPLES = {
 def _command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     """A subcommand whose --help ends with examples that work as written."""
     epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
-    return sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+    # argparse %-formats `help` (not the description): a literal % there would crash `asyncdqn --help`
+    return sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text[0].upper() + help_text[1:] + ".",
                           epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 

@@ -338,3 +338,14 @@ def test_readme_lists_every_config_field_as_the_cli_prints_it(capsys):
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
     readme = (Path(__file__).parents[1] / "README.md").read_text().splitlines()
     assert printed and all(line in readme for line in printed), [x for x in printed if x not in readme]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["compare", "--help"], ["sweep", "--help"], ["train", "--help"]])
+def test_help_prints_and_exits_zero(capsys, argv):
+    """A literal % in a subcommand's help once made `asyncdqn --help` crash in argparse's formatting."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert stop.value.code == 0 and "usage: asyncdqn" in out and not err
+    if argv == ["--help"]:
+        assert "95% bootstrap" in out
