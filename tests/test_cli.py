@@ -348,4 +348,4 @@ def test_help_prints_and_exits_zero(capsys, argv):
     out, err = capsys.readouterr()
     assert stop.value.code == 0 and "usage: asyncdqn" in out and not err
     if argv == ["--help"]:
-        assert "95% bootstrap" in out
+        assert "with 95%" in out
