@@ -79,7 +79,8 @@ _lookahead = functools.lru_cache(maxsize=32)(_lookahead_arrays)
 
 def nstep_targets(rew_R: np.ndarray, acted_R: np.ndarray, final_R: np.ndarray, term_R: np.ndarray,
                   gamma: float, n: int) -> NStep:
-    """n-step return, discount and horizon of every step row of a chunk.
+    """n-step return, discount and horizon of every step row of a chunk (or of W chunks at once: arrays of
+    shape [W, R], one stream per row of the array, as `ColumnChunkBuilder` passes them).
 
     rew_R: reward received after acting in the row; acted_R: the row is a step row; final_R: the row is
     the final observation of an episode; term_R: for final rows, the episode terminated (no bootstrap)
@@ -89,22 +90,24 @@ def nstep_targets(rew_R: np.ndarray, acted_R: np.ndarray, final_R: np.ndarray, t
     G = sum_{j<h} gamma**j * rew[i+j] + disc * Q(row i+h), disc = 0 if row i+h ended by termination,
     else gamma**h. A row whose bootstrap row lies past the chunk is not valid (carried to the next chunk).
     """
-    rows = len(rew_R)
+    rows = np.shape(rew_R)[-1]
     arange_R, window_RJ, weights_HJ, disc_H = _lookahead(rows, n, gamma)
     final_R = np.asarray(final_R, dtype=bool)
     # The first final row at or after each row (`rows` if none): a step row is never final itself, so for
     # step row i this is the first final row after it, and h = min(that - i, n). A row with no final row
     # within n gets h = n, or fewer when the chunk ends first; either way its bootstrap row is past the end.
-    next_final_R = np.minimum.accumulate(np.where(final_R, arange_R, rows)[::-1])[::-1]
+    next_final_R = np.flip(np.minimum.accumulate(np.flip(np.where(final_R, arange_R, rows), -1), axis=-1), -1)
     hor = np.minimum(next_final_R - arange_R, n)
     boot = arange_R + hor
     valid = np.asarray(acted_R, dtype=bool) & (boot < rows)
     hor = np.where(valid, hor, 0)  # invalid rows get horizon 0: return 0 (weights_HJ[0]) and discount...
-    rew_RJ = np.concatenate([np.asarray(rew_R, dtype=np.float64), np.zeros(n)])[window_RJ]
-    ret = np.einsum("rj,rj->r", rew_RJ, weights_HJ[hor]).astype(np.float32)
-    ends = (final_R & np.asarray(term_R, dtype=bool))[boot[valid]]  # the bootstrap row ended by termination
-    disc = np.zeros(rows, dtype=np.float32)
-    disc[valid] = np.where(ends, 0.0, disc_H[hor[valid]])  # ...0, as do rows that bootstrap from a terminal
+    rew = np.asarray(rew_R, dtype=np.float64)
+    rew_RJ = np.concatenate([rew, np.zeros((*rew.shape[:-1], n))], axis=-1)[..., window_RJ]
+    ret = np.einsum("...rj,...rj->...r", rew_RJ, weights_HJ[hor]).astype(np.float32)
+    # the bootstrap row ended by termination (an invalid row looks at itself: hor 0, and is masked below)
+    ends = np.take_along_axis(final_R & np.asarray(term_R, dtype=bool), np.minimum(boot, rows - 1) * valid, axis=-1)
+    # ...0, as do rows that bootstrap from a terminal
+    disc = np.where(valid & ~ends, disc_H[hor], 0.0).astype(np.float32)
     return NStep(valid, ret, disc, hor.astype(np.int16))
 
 
@@ -199,3 +202,108 @@ class ChunkBuilder:
         for name in self._ARRAYS:
             getattr(self, name)[:size] = np.asarray(state[name])
         self._truncate(size)
+
+
+class ColumnChunkBuilder:
+    """The rows of W actors that step in lockstep (the sub-envs of one vector env), as W columns of
+    preallocated [R, W] arrays: each vector step adds one row to every column.
+
+    One row per step holds because vector envs reset the gymnasium 1.x way (next-step autoreset): a sub-env
+    that ended returns its true final observation, and on the next step its reset observation, ignoring the
+    action and giving no reward. So a column's stream is exactly what `ChunkBuilder` makes for one actor:
+    step rows, a final row (not acted in), the reset observation.
+
+    Call `observe(obs_WO, final_W, term_W)` for each vector observation, `acted(act_W, rew_W, acted_W)` after
+    the step that answered it (acted_W: the column was not resetting), and `flush()` when `full`. A flush
+    keeps the last n rows (every incomplete step row lies there) and emits W chunks; a kept row that was
+    already emitted as a transition is marked so it is never emitted twice. Not thread-safe.
+    """
+
+    _ARRAYS = ("obs_RWO", "rew_RW", "act_RW", "acted_RW", "final_RW", "term_RW", "emitted_RW")
+
+    def __init__(self, rows: int, width: int, obs_shape: tuple, obs_dtype: np.dtype, gamma: float, n: int,
+                 nets_W: list[int]):
+        self.obs_RWO = np.zeros((rows, width, *obs_shape), dtype=obs_dtype)
+        self.rew_RW = np.zeros((rows, width), dtype=np.float64)
+        self.act_RW = np.zeros((rows, width), dtype=np.int64)
+        self.acted_RW = np.zeros((rows, width), dtype=bool)
+        self.final_RW = np.zeros((rows, width), dtype=bool)
+        self.term_RW = np.zeros((rows, width), dtype=bool)
+        self.emitted_RW = np.zeros((rows, width), dtype=bool)  # kept rows already emitted as transitions
+        self.gamma, self.n, self.nets_W = gamma, n, list(nets_W)
+        self.size = 0
+        self.new_steps_W = np.zeros(width, dtype=np.int64)  # step rows per column since the last flush
+
+    @property
+    def full(self) -> bool:
+        return self.size >= len(self.rew_RW)
+
+    def observe(self, obs_WO: np.ndarray, final_W: np.ndarray, term_W: np.ndarray) -> None:
+        r = self.size
+        self.obs_RWO[r] = obs_WO
+        self.final_RW[r] = final_W
+        self.term_RW[r] = term_W
+        self.size = r + 1
+
+    def acted(self, act_W: np.ndarray, rew_W: np.ndarray, acted_W: np.ndarray, all_acted: bool = False) -> None:
+        """`all_acted`: no column was resetting (the common case: acted_W is all True, no masking needed)."""
+        r = self.size - 1
+        if all_acted:
+            self.act_RW[r] = act_W
+            self.rew_RW[r] = rew_W
+            self.acted_RW[r] = True
+            self.new_steps_W += 1
+            return
+        self.act_RW[r] = np.where(acted_W, act_W, 0)
+        self.rew_RW[r] = np.where(acted_W, rew_W, 0.0)
+        self.acted_RW[r] = acted_W
+        self.new_steps_W += acted_W
+
+    def cut(self, cut_W: np.ndarray) -> None:
+        """End the episodes of the columns in `cut_W` at their last row, as truncated (their env failed and
+        is being rebuilt): the row was a real observation, so its earlier steps bootstrap from it."""
+        r = self.size - 1
+        if r >= 0:
+            self.term_RW[r] &= ~cut_W | self.final_RW[r]
+            self.final_RW[r] |= cut_W
+
+    def flush(self) -> list[Chunk]:
+        """W chunks of rows [0, size), one per column; keeps the last n rows for the next flush."""
+        size = self.size
+        ns = nstep_targets(self.rew_RW[:size].T, self.acted_RW[:size].T, self.final_RW[:size].T,
+                           self.term_RW[:size].T, self.gamma, self.n)
+        valid_WR = ns.valid_R & ~self.emitted_RW[:size].T
+        ret_WR, disc_WR = np.where(valid_WR, ns.ret_R, 0.0).astype(np.float32), np.where(valid_WR, ns.disc_R, 0.0)
+        hor_WR = np.where(valid_WR, ns.hor_R, 0).astype(np.int16)
+        obs_WRO = np.moveaxis(self.obs_RWO[:size], 1, 0).copy()
+        act_WR = self.act_RW[:size].T.copy()
+        disc_WR = disc_WR.astype(np.float32)
+        chunks = [Chunk(obs_WRO[w], act_WR[w], ret_WR[w], disc_WR[w], hor_WR[w], valid_WR[w], self.nets_W[w],
+                        int(self.new_steps_W[w])) for w in range(len(self.nets_W))]
+        self.emitted_RW[:size] |= valid_WR.T
+        keep = min(self.n, size)
+        for name in self._ARRAYS:
+            arr = getattr(self, name)
+            arr[:keep] = arr[size - keep: size]
+            arr[keep:] = 0
+        self.size = keep
+        self.new_steps_W[:] = 0
+        return chunks
+
+    def column_state(self, w: int) -> dict:
+        """Column w's rows, for the checkpoint entry of actor w of the vector actor."""
+        state = {name: getattr(self, name)[: self.size, w].copy() for name in self._ARRAYS}
+        return {**state, "size": self.size, "new_steps": int(self.new_steps_W[w])}
+
+    def load_column_states(self, states: list[dict]) -> None:
+        sizes = {int(s["size"]) for s in states}
+        if len(sizes) != 1:
+            raise ValueError(f"the columns of a vector actor hold different row counts {sorted(sizes)}")
+        size = sizes.pop()
+        for name in self._ARRAYS:
+            arr = getattr(self, name)
+            arr[:] = 0
+            for w, s in enumerate(states):
+                arr[:size, w] = np.asarray(s[name])
+        self.new_steps_W[:] = [int(s["new_steps"]) for s in states]
+        self.size = size
