@@ -82,12 +82,17 @@ def epsilon_schedule(ladder_N: np.ndarray, anneal_steps: int, steps: Callable[[]
     ladder = ladder_N.tolist()
 
     def epsilon(actor: int) -> float:
-        step = steps()
-        if step >= anneal_steps:
-            return ladder[actor]
-        return 1.0 + (ladder[actor] - 1.0) * (step / anneal_steps)
+        return epsilon_at(ladder[actor], anneal_steps, steps())
 
     return epsilon
+
+
+def epsilon_at(final, anneal_steps: int, step: int):
+    """Epsilon after `step` env steps: linear from 1 at step 0 to `final` at `anneal_steps`, then `final`.
+    `final` is one actor's ladder value (a float) or several (an array: a vector actor's sub-envs)."""
+    if step >= anneal_steps:
+        return final
+    return 1.0 + (final - 1.0) * (step / anneal_steps)
 
 
 def beta_at(beta0: float, steps: int, total_steps: int) -> float:
@@ -109,11 +114,13 @@ class StepGate:
         self.parked = 0  # actors waiting in `acquire` for the budget to grow
         self._park_watchers: list[tuple[int, asyncio.Future]] = []
 
-    def try_acquire(self) -> bool:
-        """Take one env step if the budget allows, without awaiting (the actors' fast path)."""
+    def try_acquire(self, n: int = 1) -> bool:
+        """Take n env steps if any of the budget is left, without awaiting (the actors' fast path). A vector
+        actor takes its W steps at once, so the count may pass a limit by up to W - 1 (never total_steps,
+        a multiple of W: the limit is at most total_steps, and the count moves in multiples of W)."""
         if self.steps >= self.limit:
             return False
-        self.steps += 1
+        self.steps += n
         if self._watchers and self.steps >= self._watchers[0][0]:
             self._wake_watchers()
         return True
@@ -124,8 +131,8 @@ class StepGate:
             if not fut.done():
                 fut.set_result(None)
 
-    async def acquire(self) -> None:
-        """Take one env step from the budget; waits while the budget is spent."""
+    async def acquire(self, n: int = 1) -> None:
+        """Take n env steps from the budget (see `try_acquire`); waits while the budget is spent."""
         while self.steps >= self.limit:
             self.parked += 1
             self._wake_park_watchers()
@@ -133,7 +140,7 @@ class StepGate:
                 await self._opened.wait()
             finally:
                 self.parked -= 1
-        self.steps += 1
+        self.steps += n
         self._wake_watchers()
 
     def set_limit(self, limit: int) -> None:

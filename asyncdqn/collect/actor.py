@@ -45,7 +45,7 @@ from asyncdqn.collect.protocol import EpisodeHook
 from asyncdqn.collect.workers import EnvWorkerPool, TooManyRestarts
 from asyncdqn.config import RunConfig
 from asyncdqn.envs.make import EnvSpec, FaultInjector, make_env
-from asyncdqn.errors import RunFailed, first_line
+from asyncdqn.errors import RunFailed, UserError, first_line
 from asyncdqn.nets import EnsembleQNet, numpy_forward
 from asyncdqn.schedule import StepGate, actor_net
 from asyncdqn.transitions import Chunk, ChunkBuilder
@@ -106,6 +106,17 @@ class InferenceBatcher:
     async def act(self, slot: tuple[int, int], obs: np.ndarray) -> int:
         self.obs_KMO[slot] = obs
         self.requests += 1
+        await self._next_tick()
+        return int(self.act_KM[slot])
+
+    async def act_many(self, slots: tuple[np.ndarray, np.ndarray], obs_WO: np.ndarray) -> np.ndarray:
+        """The greedy actions of W actors at once (a vector actor's sub-envs); `slots` = (nets, rows)."""
+        self.obs_KMO[slots] = obs_WO
+        self.requests += len(obs_WO)
+        await self._next_tick()
+        return self.act_KM[slots]
+
+    async def _next_tick(self) -> None:
         while True:
             tick = self._tick
             if tick is None or tick.done():
@@ -113,7 +124,7 @@ class InferenceBatcher:
                 self._wakeup.set()
             try:
                 await tick
-                return int(self.act_KM[slot])
+                return
             except asyncio.CancelledError:
                 # Cancelling a task cancels the future it awaits: the shared tick. Re-raise if this actor
                 # was cancelled; if another one was, ask again in the next tick.
@@ -263,8 +274,10 @@ class Actor:
             if not gate.try_acquire():
                 await gate.acquire()
             action = await batcher.act(slot, self.obs)
-            if self.uniforms.next() < epsilon(self.index):
-                action = int(self.uniforms.next() * self.n_actions)  # uniform over the actions
+            # Two draws every step, used or not: a vector actor's sub-env draws the same stream (vector_actor)
+            explore, pick = self.uniforms.next(), self.uniforms.next()
+            if explore < epsilon(self.index):
+                action = int(pick * self.n_actions)  # uniform over the actions
             try:
                 if pool is None:
                     obs, reward, terminated, truncated, _ = self.env.step(action)
@@ -282,6 +295,9 @@ class Actor:
                 self.builder.final(obs, bool(terminated))
                 on_episode(self.index, self.builder.net, self.ep_return, self.ep_len)
                 faults.recovered(self.index)
+                # The pair of draws a vector actor's sub-env spends on its reset step (next-step autoreset):
+                # so both kinds of actor use one stream alike (tests/test_vector_actor.py)
+                self.uniforms.next(), self.uniforms.next()
                 try:
                     if pool is None:
                         self._start_episode()
@@ -312,6 +328,9 @@ class Actor:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore; the env itself is rebuilt by replaying the episode's actions when `run` starts."""
+        if state.get("kind") is not None:
+            raise UserError(f"checkpoint was written by vector actors (actors.envs_per_actor > 1); resume it "
+                            f"with the same setting")
         self.uniforms.load_state_dict(state)
         self.builder.load_state_dict(state["builder"])
         self._resume = state
