@@ -63,6 +63,8 @@ class RunConfig:
         require(self.torch_threads >= 1, "torch_threads", "must be >= 1")
         require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         require(self.log_every >= 1, "log_every", "must be >= 1")
+        require(self.total_steps % self.actors.envs_per_actor == 0, "total_steps",
+                f"must be a multiple of actors.envs_per_actor = {self.actors.envs_per_actor} (a vector step is W env steps)")
         k = self.learner.num_nets
         require(len(self.population.lrs) in (0, 2, k), "population.lrs", f"must hold learner.num_nets = {k} values "
                  "or a [low, high] range")
@@ -74,6 +76,8 @@ class RunConfig:
                      f"groups of learner.num_nets actors (actors.num_actors = {self.actors.num_actors})")
             require(self.actors.env_workers == 0, "actors.env_workers",
                      "must be 0 with backend.kind = 'ray' (the envs step inside the Ray hosts)")
+            require(self.actors.envs_per_actor == 1, "actors.envs_per_actor",
+                     "must be 1 with backend.kind = 'ray' (vector actors run in the local backend only)")
 
 
 SECTION_TYPES: dict[str, type] = {

@@ -51,6 +51,10 @@ class ActorConfig:
     """Capacity of the bounded actor -> replay queue, in chunks; a full queue makes actors wait."""
     env_workers: int = 0
     """Env worker processes: 0 = envs step on the event loop (microsecond envs), N = N workers, -1 = one per core."""
+    envs_per_actor: int = 1
+    """W > 1: each actor coroutine drives a gymnasium VectorEnv of W of the num_actors envs, one batched step each."""
+    vector: str = "auto"
+    """With envs_per_actor > 1: 'native' (gymnasium's own vector env, CartPole), 'sync' (SyncVectorEnv), 'auto' (native if any)."""
 
     def __post_init__(self) -> None:
         require(self.num_actors >= 1, "actors.num_actors", "must be >= 1")
@@ -62,6 +66,12 @@ class ActorConfig:
         require(self.chunk_rows >= self.n_step + 3, "actors.chunk_rows", "must be >= n_step + 3")
         require(self.queue_chunks >= 1, "actors.queue_chunks", "must be >= 1")
         require(self.env_workers >= -1, "actors.env_workers", "must be -1 (one per core), 0 or a count")
+        require(self.envs_per_actor >= 1, "actors.envs_per_actor", "must be >= 1")
+        require(self.num_actors % self.envs_per_actor == 0, "actors.envs_per_actor",
+                f"must divide actors.num_actors = {self.num_actors}")
+        require(self.vector in ("auto", "native", "sync"), "actors.vector", "must be 'auto', 'native' or 'sync'")
+        require(self.envs_per_actor == 1 or self.env_workers == 0, "actors.env_workers",
+                "must be 0 with actors.envs_per_actor > 1 (a vector env steps its sub-envs itself)")
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,9 @@ MERGE_VARIANTS = {
                                     "population": {"lrs": [1e-4, 3e-3], "explore": True}},
     "greedy_copy_best": {"merge": {"every": 10, "score": "greedy", "score_episodes": 1, "tau": 0.0},
                          "eval": {"every": 300, "episodes": 2, "members": True, "final_episodes": 2}},
+    # vector actors (issue 16): a SyncVectorEnv's sub-envs replay their episodes; the native one's arrays
+    "vector_sync": {"actors": {"num_actors": 4, "envs_per_actor": 4, "vector": "sync", "chunk_rows": 16}},
+    "vector_native": {"actors": {"num_actors": 4, "envs_per_actor": 2, "vector": "native", "chunk_rows": 16}},
 }
 
 
@@ -84,7 +87,9 @@ MERGE_VARIANTS = {
 @pytest.mark.parametrize("where, variant", [("after_a_learner_call", "default"),
                                             ("in_the_middle_of_collecting", "default"),
                                             ("after_a_learner_call", "heldout_averaged_population"),
-                                            ("in_the_middle_of_collecting", "greedy_copy_best")])
+                                            ("in_the_middle_of_collecting", "greedy_copy_best"),
+                                            ("in_the_middle_of_collecting", "vector_sync"),
+                                            ("after_a_learner_call", "vector_native")])
 async def test_interrupted_then_resumed_run_equals_an_uninterrupted_run(tmp_path, monkeypatch, where, variant):
     values = tiny_values(seed=3, total_steps=900, actors={"num_actors": 1}, learner={"max_lead": 0},
                          merge={"every": 10})

@@ -21,11 +21,12 @@ import numpy as np
 
 from asyncdqn.collect.actor import EnvFaults, InferenceBatcher, make_actor
 from asyncdqn.collect.protocol import EpisodeHook, ReplaySink
+from asyncdqn.collect.vector_actor import VectorActor, make_vector_actor
 from asyncdqn.collect.workers import EnvWorkerPool, WorkerDeath
 from asyncdqn.config import RunConfig
 from asyncdqn.envs.make import EnvSpec, worker_env
 from asyncdqn.nets import EnsembleQNet
-from asyncdqn.schedule import StepGate, epsilon_schedule
+from asyncdqn.schedule import StepGate, epsilon_at, epsilon_schedule
 from asyncdqn.transitions import Chunk
 
 
@@ -59,21 +60,34 @@ class LocalCollection:
         self.pool = _worker_pool(cfg, train_kwargs, spec, log)
         if self.pool is not None:
             first_env.close()  # it told us the spec; the training envs live in the workers
-        self.actors = [make_actor(cfg, i, seq_actors[i], train_kwargs, spec, first_env if i == 0 else None,
-                                  self.pool) for i in range(cfg.actors.num_actors)]
-        self.epsilon = epsilon_schedule(ladder_N, cfg.actors.eps_anneal_steps, lambda: gate.steps)
+        width = cfg.actors.envs_per_actor
+        if width == 1:
+            self.actors: list = [make_actor(cfg, i, seq_actors[i], train_kwargs, spec,
+                                            first_env if i == 0 else None, self.pool)
+                                 for i in range(cfg.actors.num_actors)]
+            self.epsilon = epsilon_schedule(ladder_N, cfg.actors.eps_anneal_steps, lambda: gate.steps)
+        else:  # vector actors: first_env only told the spec
+            first_env.close()
+            self.actors = [make_vector_actor(cfg, b, seq_actors[b: b + width], train_kwargs, spec)
+                           for b in range(0, cfg.actors.num_actors, width)]
+            anneal = cfg.actors.eps_anneal_steps
+            self.epsilon = lambda ids_W: epsilon_at(ladder_N[ids_W], anneal, gate.steps)
 
     @property
     def num_actors(self) -> int:
-        return len(self.actors)
+        return sum(getattr(a, "width", 1) for a in self.actors)
 
     def actor_states(self) -> list[dict]:
-        """Each actor's state; call only after `quiesce` (every actor parked between two steps)."""
-        return [a.state_dict() for a in self.actors]
+        """Each actor's state (a vector actor's: one per sub-env); call only after `quiesce` (every actor
+        parked between two steps)."""
+        return [s for a in self.actors for s in (a.state_dicts() if isinstance(a, VectorActor) else [a.state_dict()])]
 
     def load_actor_states(self, states: list[dict]) -> None:
-        for actor, saved in zip(self.actors, states):
-            actor.load_state_dict(saved)
+        for actor in self.actors:
+            if isinstance(actor, VectorActor):
+                actor.load_state_dicts(states[actor.index: actor.index + actor.width])
+            else:
+                actor.load_state_dict(states[actor.index])
 
     def published(self, updates: int) -> None:
         """The runtime copied fresh weights into `acting`; the batcher forwards with it directly."""
