@@ -59,7 +59,15 @@ class RunConfig:
     def __post_init__(self) -> None:
         require(self.seed >= 0, "seed", "must be >= 0")
         require(self.total_steps >= 1, "total_steps", "must be >= 1")
-        require(self.actors.chunk_rows <= self.replay.capacity, "actors.chunk_rows", "must be <= replay.capacity")
+        # a vector actor's chunk holds all its sub-envs' rows (ColumnChunkBuilder.flush), and so must fit
+        # the pool, and the held-out pool of merge.score = 'heldout_td'
+        chunk = self.actors.chunk_rows * (self.actors.envs_per_actor if self.replay.frames != "stack" else 1)
+        require(chunk <= self.replay.capacity, "actors.chunk_rows",
+                f"x actors.envs_per_actor = {chunk} rows a chunk must be <= replay.capacity")
+        if self.merge.score == "heldout_td":
+            held = max(self.replay.batch_size, self.replay.capacity // self.merge.heldout_every)
+            require(chunk <= held, "actors.chunk_rows", f"x actors.envs_per_actor = {chunk} rows a chunk must be "
+                    f"<= the held-out pool's {held} rows (replay.capacity // merge.heldout_every)")
         require(self.torch_threads >= 1, "torch_threads", "must be >= 1")
         require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         require(self.log_every >= 1, "log_every", "must be >= 1")

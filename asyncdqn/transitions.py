@@ -33,7 +33,7 @@ class Chunk(NamedTuple):
     disc_R: np.ndarray   # float32 gamma**h, or 0 when the episode terminated within the horizon
     hor_R: np.ndarray    # int16 rows to the bootstrap observation (h, 1 <= h <= n)
     valid_R: np.ndarray  # bool: the row starts a complete transition
-    net: int             # index of the Q-net whose actor made the chunk
+    net: int | np.ndarray  # index of the Q-net whose actor made the chunk (or each row's: a vector flush)
     steps: int           # env steps this chunk adds (new step rows, not carried ones)
 
 
@@ -267,8 +267,11 @@ class ColumnChunkBuilder:
             self.term_RW[r] &= ~cut_W | self.final_RW[r]
             self.final_RW[r] |= cut_W
 
-    def flush(self) -> list[Chunk]:
-        """W chunks of rows [0, size), one per column; keeps the last n rows for the next flush."""
+    def flush(self, merged: bool = False) -> list[Chunk]:
+        """W chunks of rows [0, size), one per column; keeps the last n rows for the next flush. `merged`:
+        one chunk instead, the columns one after another, with each row's net: replay stores it in one
+        write (a write costs ~20 us, W of them per flush were a large part of a 64-env step). Fine for the
+        row pool, whose transitions never reach past their own rows; the frame pool wants one stream a chunk."""
         size = self.size
         ns = nstep_targets(self.rew_RW[:size].T, self.acted_RW[:size].T, self.final_RW[:size].T,
                            self.term_RW[:size].T, self.gamma, self.n)
@@ -278,8 +281,13 @@ class ColumnChunkBuilder:
         obs_WRO = np.moveaxis(self.obs_RWO[:size], 1, 0).copy()
         act_WR = self.act_RW[:size].T.copy()
         disc_WR = disc_WR.astype(np.float32)
-        chunks = [Chunk(obs_WRO[w], act_WR[w], ret_WR[w], disc_WR[w], hor_WR[w], valid_WR[w], self.nets_W[w],
-                        int(self.new_steps_W[w])) for w in range(len(self.nets_W))]
+        if merged:
+            chunks = [Chunk(obs_WRO.reshape(-1, *obs_WRO.shape[2:]), act_WR.reshape(-1), ret_WR.reshape(-1),
+                            disc_WR.reshape(-1), hor_WR.reshape(-1), valid_WR.reshape(-1),
+                            np.repeat(np.asarray(self.nets_W, dtype=np.int64), size), int(self.new_steps_W.sum()))]
+        else:
+            chunks = [Chunk(obs_WRO[w], act_WR[w], ret_WR[w], disc_WR[w], hor_WR[w], valid_WR[w], self.nets_W[w],
+                            int(self.new_steps_W[w])) for w in range(len(self.nets_W))]
         self.emitted_RW[:size] |= valid_WR.T
         keep = min(self.n, size)
         for name in self._ARRAYS:

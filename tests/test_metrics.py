@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import numpy as np
+import pytest
 
 from asyncdqn.metrics import MetricsWriter, read_records, to_json
 
@@ -63,3 +64,22 @@ async def test_a_cancelled_writer_still_appends_the_records_it_holds(tmp_path):
     except asyncio.CancelledError:
         pass
     assert [r["n"] for r in read_records(path)] == [1, 2]
+
+
+@pytest.mark.parametrize("record", [
+    {"kind": "episode", "env_steps": 5, "actor": 3, "net": 1, "return": 12.0, "length": 12},
+    {"kind": "episode", "env_steps": 70, "actor": 0, "net": 0, "return": -0.1 + 1e-17, "length": 1},
+    {"kind": "episode", "env_steps": 70, "actor": 0, "net": 0, "return": 1e-300, "length": 1},
+])
+def test_episode_records_are_written_as_json_dumps_writes_them(record):
+    """The episode fast path (an f-string) must give json.dumps's bytes, so readers never see a difference."""
+    assert to_json(record) == json.dumps(record)
+
+
+def test_episode_records_the_fast_path_cannot_write_take_the_general_one():
+    nan = {"kind": "episode", "env_steps": 1, "actor": 0, "net": 0, "return": float("nan"), "length": 1}
+    assert json.loads(to_json(nan))["return"] is None
+    numpy_return = {**nan, "return": np.float32(2.5), "env_steps": np.int64(3)}
+    assert json.loads(to_json(numpy_return)) == {**nan, "return": 2.5, "env_steps": 3}
+    extra = {**nan, "return": 1.0, "note": "x"}
+    assert json.loads(to_json(extra)) == extra

@@ -32,7 +32,8 @@ def transitions_per_net(chunks) -> dict[int, list[tuple]]:
     out: dict[int, list[tuple]] = {}
     for c in chunks:
         for i in np.flatnonzero(c.valid_R):
-            out.setdefault(c.net, []).append((c.obs_RO[i].tobytes(), int(c.act_R[i]), float(c.ret_R[i]),
+            net = int(c.net if np.ndim(c.net) == 0 else c.net[i])  # a vector actor's chunk: each row's net
+            out.setdefault(net, []).append((c.obs_RO[i].tobytes(), int(c.act_R[i]), float(c.ret_R[i]),
                                               float(c.disc_R[i]), c.obs_RO[i + c.hor_R[i]].tobytes()))
     return out
 
@@ -81,8 +82,9 @@ async def test_each_sub_env_acts_greedily_with_its_own_net(width):
     for c in sink.chunks:
         v = np.flatnonzero(c.valid_R)
         x = torch.from_numpy(c.obs_RO[v]).unsqueeze(0).expand(net.k, -1, -1)
+        nets = np.broadcast_to(c.net, c.valid_R.shape)[v]  # one net per row (a merged vector chunk)
         with torch.no_grad():
-            greedy = net(x)[c.net].argmax(-1).numpy()
+            greedy = net(x)[torch.from_numpy(nets), torch.arange(len(v))].argmax(-1).numpy()
         np.testing.assert_array_equal(c.act_R[v], greedy)
     assert {int(a) for c in sink.chunks for a in c.act_R[c.valid_R]} == {0, 1}
 
@@ -123,7 +125,7 @@ async def test_vector_actors_resume_exactly_from_their_states(vector):
     after = sink.chunks[chunks_then:]
     assert len(after) > 50 and len(resumed.chunks) == len(after)
     for x, y in zip(after, resumed.chunks):
-        assert x.net == y.net and x.steps == y.steps
+        assert np.array_equal(x.net, y.net) and x.steps == y.steps
         for field in ("obs_RO", "act_R", "ret_R", "disc_R", "hor_R", "valid_R"):
             np.testing.assert_array_equal(getattr(x, field), getattr(y, field), err_msg=field)
     assert resumed_eps == episodes[episodes_then:]
@@ -171,6 +173,10 @@ def test_column_nstep_targets_equal_one_row_at_a_time():
     ({"num_actors": 4, "envs_per_actor": 4, "vector": "fast"}, {}, "actors.vector must be"),
     ({"num_actors": 4, "envs_per_actor": 4}, {"total_steps": 1002}, "total_steps must be a multiple of"),
     ({"num_actors": 4, "envs_per_actor": 2}, {"backend": {"kind": "ray"}}, "actors.envs_per_actor must be 1"),
+    ({"num_actors": 64, "envs_per_actor": 64, "chunk_rows": 100}, {"replay": {"capacity": 5000}},
+     "actors.chunk_rows x actors.envs_per_actor = 6400 rows a chunk must be <= replay.capacity"),
+    ({"num_actors": 8, "envs_per_actor": 8, "chunk_rows": 100}, {"merge": {"score": "heldout_td"}},
+     "rows a chunk must be <= the held-out pool's 250 rows"),
 ])
 def test_configs_vector_actors_cannot_run_are_refused(actors, extra, message):
     with pytest.raises(UserError, match=message.replace(".", r"\.")):

@@ -127,8 +127,10 @@ class VectorActor:
     """Sub-envs [base, base + W) of the run as one VectorEnv stepped by one coroutine (`run`). Not thread-safe."""
 
     def __init__(self, index: int, width: int, make_vec: Callable[[], gym.vector.VectorEnv], seeds: list[int],
-                 builder: ColumnChunkBuilder, rngs: list[np.random.Generator], num_nets: int, n_actions: int):
+                 builder: ColumnChunkBuilder, rngs: list[np.random.Generator], num_nets: int, n_actions: int,
+                 merged: bool = True):
         self.index, self.width, self.make_vec, self.seeds = index, width, make_vec, seeds
+        self.merged = merged  # one chunk per flush (see ColumnChunkBuilder.flush)
         self.ids = np.arange(index, index + width)
         self.nets = [actor_net(int(i), num_nets) for i in self.ids]
         self.builder, self.draws, self.n_actions = builder, VectorDraws(rngs, n_actions), n_actions
@@ -196,7 +198,7 @@ class VectorActor:
         n_pending = int(self.pending_W.sum())
         while True:
             if builder.full:  # here, not after the step: a restart's reset row may have filled it too
-                for chunk in builder.flush():
+                for chunk in builder.flush(self.merged):
                     await queue.put(chunk)
             # W env steps per vector step, a resetting sub-env's too (as SB3 and CleanRL count vector steps)
             if not gate.try_acquire(self.width):
@@ -358,4 +360,5 @@ def make_vector_actor(cfg: RunConfig, first: int, seqs: list[np.random.SeedSeque
                                  cfg.actors.n_step, [actor_net(first + j, cfg.learner.num_nets) for j in range(width)])
     return VectorActor(first, width, lambda: make_vector_env(cfg, train_kwargs, width, wrap),
                        [int(s.generate_state(1)[0] % 2**31) for s in seqs], builder,
-                       [np.random.default_rng(r) for r, _ in spawned], cfg.learner.num_nets, spec.n_actions)
+                       [np.random.default_rng(r) for r, _ in spawned], cfg.learner.num_nets, spec.n_actions,
+                       merged=cfg.replay.frames != "stack")
