@@ -22,6 +22,28 @@ def test_bursts_inside_the_window_are_left_out_of_the_run_and_make_the_raw_rate(
     assert raw == pytest.approx(3000 / 0.3)
 
 
+def test_another_loops_bursts_are_left_out_of_the_run_but_not_counted_as_this_loops():
+    train = [{"env_steps": 1000, "wall_s": 1.0}, {"env_steps": 9000, "wall_s": 3.0}]
+    bursts = [(1.2, 1.3, 1500)]
+    vector = [(1.3, 1.5, 64000), (3.5, 3.6, 64000)]  # the second lies after the window
+    ours, raw = collect.steady_rates(train, bursts, vector)
+    assert ours == pytest.approx(8000 / (2.0 - 0.1 - 0.2))  # both loops' bursts inside the window left out
+    assert raw == pytest.approx(1500 / 0.1)
+    ours_v, raw_v = collect.steady_rates(train, vector, bursts)
+    assert ours_v == pytest.approx(ours) and raw_v == pytest.approx(64000 / 0.2)
+
+
+def test_the_probe_times_the_vector_loop_of_the_given_width_after_the_single_env_burst():
+    probe = collect.RawProbe(100, 0.1, 0, 0.0, width=8, vector_steps=160)
+    calls, step = [], probe.vec.step
+    probe.vec.step = lambda a: (calls.append(len(a)), step(a))[1]
+    probe.burst()
+    assert sum(calls) == 160 and set(calls) == {8}
+    (a, b, n), = probe.bursts
+    (c, d, m), = probe.vector_bursts
+    assert n == 100 and m == 160 and a < b <= c < d
+
+
 def test_without_bursts_the_raw_rate_is_none_and_the_run_rate_is_plain():
     train = [{"env_steps": 0, "wall_s": 0.5}, {"env_steps": 2000, "wall_s": 1.5}]
     assert collect.steady_rates(train, []) == (pytest.approx(2000.0), None)
