@@ -22,8 +22,12 @@ actors get the same wrappers). It is measured two ways, in the same child proces
 Ratio = asyncdqn rate / raw rate (goal >= 0.4 at 64 actors). After the run, two vector envs as wide as the
 run has actors are stepped with pre-drawn actions (bracketed, not interleaved): gymnasium's native vectorised
 CartPole (`vector_entry_point`) and a SyncVectorEnv; `native_vector_ratio` is issue 16's yardstick (goal there:
->= 0.5 with vectorised actors, which asyncdqn does not have yet). `actors_per_forward` (summary.json) is how
-many actor requests each batched forward answered.
+>= 0.5 with vectorised actors). The same native env is then stepped once more with only the scenario's K-net
+forward and an epsilon-greedy choice added (`policy_vector_loop`): `policy_ceiling`, its rate over the bare
+loop's, bounds that ratio for any actor that evaluates the net every step. `actors_per_forward` (summary.json)
+is how many actor requests each batched forward answered. The vector arm (`--width`, default all actors in one
+vector env) runs the same steps with `actors.envs_per_actor = width`, seed by seed after the coroutine arm; its
+ratio to the raw native vector loop is sampled by the same interleaved bursts.
 
 Each (actor count, seed) runs in a fresh subprocess with torch.set_num_threads(1) (`--threads`).
 `torch._dynamo` is imported before the run: torch imports it lazily in the first optimizer constructor
@@ -91,6 +95,38 @@ def vector_loop(steps: int, seed: int, width: int, mode: str) -> float:
     t0 = time.perf_counter()
     for a in actions:
         env.step(a)
+    rate = batches * width / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def policy_vector_loop(steps: int, seed: int, width: int, cfg) -> float:
+    """`vector_loop`'s native vector env with the least a learning agent adds per vector step: the
+    scenario's K-net forward (numpy, the actors' own inference path) on all sub-envs' observations and an
+    epsilon-greedy choice against pre-drawn uniforms and random actions. No replay, no episode records, no
+    event loop: its ratio to the bare native loop bounds any actor design that runs the net every step."""
+    import gymnasium as gym
+    import numpy as np
+
+    from asyncdqn.nets import make_qnet
+    from asyncdqn.nets.mlp import numpy_forward
+
+    env = gym.make_vec(ENV_ID, num_envs=width, vectorization_mode="vector_entry_point")
+    k = cfg.learner.num_nets
+    net = make_qnet(k, env.single_observation_space.shape, 2, cfg.learner.hidden).reset_parameters(seed)
+    forward = numpy_forward(net)
+    rows = -(-width // k)
+    obs_KMO = np.zeros((k, rows, *env.single_observation_space.shape), dtype=np.float32)
+    net_W, row_W = np.arange(width) % k, np.arange(width) // k  # sub-env j on net j mod K (the actors' layout)
+    batches = max(1, steps // width)
+    rng = np.random.default_rng(seed)
+    pick, explore, eps_W = rng.integers(2, size=(batches, width)), rng.random((batches, width)), rng.random(width)
+    obs, _ = env.reset(seed=seed)
+    t0 = time.perf_counter()
+    for i in range(batches):
+        obs_KMO[net_W, row_W] = obs
+        greedy_W = forward(obs_KMO).argmax(-1)[net_W, row_W]
+        obs, *_ = env.step(np.where(explore[i] < eps_W, pick[i], greedy_W))
     rate = batches * width / (time.perf_counter() - t0)
     env.close()
     return rate
@@ -191,6 +227,7 @@ def child(spec: dict) -> dict:
     vwidth = spec.get("vector_width") or spec["actors"]  # the vector actors' width (else the actor count)
     native = vector_loop(spec["steps"], spec["seed"], vwidth, "vector_entry_point")
     sync = vector_loop(spec["steps"], spec["seed"], vwidth, "sync")
+    policy = policy_vector_loop(spec["steps"], spec["seed"], vwidth, cfg)
     train = [r for r in read_records(out_dir / "metrics.jsonl") if r["kind"] == "train"]
     # asyncdqn's rate leaves both probes' bursts out; each raw rate is its own bursts'
     steady, raw_il = steady_rates(train, probe.bursts, probe.vector_bursts)
@@ -210,6 +247,7 @@ def child(spec: dict) -> dict:
         "interleaved_vector_steps_per_s": vector_il, "interleaved_vector_ratio": ratio(steady, vector_il),
         "vector_probe_bursts": len(probe.vector_bursts),
         "native_vector_ratio": ratio(steady, native), "sync_vector_ratio": ratio(steady, sync),
+        "policy_vector_steps_per_s": policy, "policy_ceiling": ratio(policy, native),
         "actors_per_forward": summary["actors_per_forward"], "train_records": len(train),
         "steady_window_steps": [train[0]["env_steps"], train[-1]["env_steps"]] if train else None,
         "updates": summary["updates"],
@@ -274,7 +312,8 @@ def main() -> int:
                ("interleaved_vector_steps_per_s", ".0f"), ("interleaved_vector_ratio", ".3f"),
                ("raw_steps_per_s", ".0f"), ("bracketed_ratio", ".3f"), ("end_to_end_ratio", ".3f"),
                ("native_vector_steps_per_s", ".0f"), ("native_vector_ratio", ".3f"),
-               ("sync_vector_steps_per_s", ".0f"), ("sync_vector_ratio", ".3f"), ("actors_per_forward", ".2f")]
+               ("sync_vector_steps_per_s", ".0f"), ("sync_vector_ratio", ".3f"),
+               ("policy_vector_steps_per_s", ".0f"), ("policy_ceiling", ".3f"), ("actors_per_forward", ".2f")]
     print_table("Per run (steps/s; raw_steps_per_s is the bracketed raw loop; the vector loops are "
                 f"{width} wide)", [("actors", ""), ("width", ""), ("seed", ""), *columns], rows)
     by_arm = [{"actors": n, "width": w, "runs": len(rs), **{key: median(r[key] for r in rs) for key, _ in columns}}
@@ -297,6 +336,9 @@ def main() -> int:
           f"native vector loop of {width} (goal >= {VECTOR_GOAL}: {'met' if meets_vector else 'NOT met'}); "
           f"{fmt(speedup, '.2f')} x the coroutine actors, median over seeds of the per-seed ratio "
           f"(goal >= {SPEEDUP_GOAL}: {'met' if meets_speedup else 'NOT met'})")
+    print(f"the native vector loop of {width} with only the nets' forward and epsilon-greedy added runs at "
+          f"{fmt(vector['policy_ceiling'], '.3f')} x the bare loop (bracketed): the ceiling for any actor that runs "
+          f"the net every step")
     headline = {"actors": args.actors, "width": width, "steps": args.steps,
                 **{key: coroutines[key] for key, _ in columns},
                 "vector": {key: vector[key] for key, _ in columns}, "vector_speedup": speedup,

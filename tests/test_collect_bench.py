@@ -73,3 +73,11 @@ def test_the_raw_loop_steps_the_given_actions_and_resets_at_episode_ends():
 def test_the_vector_loops_count_every_sub_env_step():
     rate = collect.vector_loop(640, 0, 64, "vector_entry_point")
     assert rate > 0 and collect.vector_loop(64, 0, 8, "sync") > 0
+
+
+def test_the_policy_loop_runs_the_scenarios_nets_on_the_native_vector_env():
+    from asyncdqn import config
+
+    cfg = config.load("cartpole", [], seed=0)
+    assert collect.policy_vector_loop(640, 0, 64, cfg) > 0
+    assert collect.policy_vector_loop(60, 0, 6, config.load("cartpole", ["learner.num_nets=4"], seed=0)) > 0
