@@ -12,6 +12,11 @@ the same batch, with the same steps as `Learner.update` (Double-DQN target from 
 per-net grad clip 10, Adam step). Its time is for all K updates, so `speedup` = separate / ensemble is the
 batching gain at equal work.
 
+`--compile` adds a third kind (issue 16: "try torch.compile on the ensemble update"): the same `Learner`, its
+online and target ensembles wrapped in `torch.compile(dynamic=False)` (inductor, C++ on CPU), so every forward
+and backward of `Learner.update` runs compiled; `compiled_vs_eager` = compiled / ensemble (< 1: compile pays).
+Its warm-up includes the compilation, whose seconds are reported apart (`compile_s`).
+
 Method: torch.set_num_threads(1) (`--threads`); every configuration is built and warmed up first, then
 timing rounds run every configuration once per round (interleaved, so load changes hit all alike); the
 figure is the median over rounds (and seeds) of ms per update. Goal: ensemble K=8 / K=1 <= 2.5.
@@ -119,6 +124,13 @@ class Separate:
         return sum(n.skipped for n in self.nets)
 
 
+class Compiled(Ensemble):
+    def __init__(self, k: int, hidden: tuple, seed: int):
+        super().__init__(k, hidden, seed)
+        self.learner.online = torch.compile(self.learner.online, dynamic=False)
+        self.learner.target = torch.compile(self.learner.target, dynamic=False)
+
+
 def time_block(model, batches: list[Batch], updates: int, start: int) -> float:
     t0 = time.perf_counter()
     for i in range(updates):
@@ -126,22 +138,24 @@ def time_block(model, batches: list[Batch], updates: int, start: int) -> float:
     return (time.perf_counter() - t0) * 1000 / updates
 
 
-def bench_seed(seed: int, rounds: int, updates: int, warmup: int) -> list[dict]:
+def bench_seed(seed: int, rounds: int, updates: int, warmup: int, compiled: bool = False) -> list[dict]:
     rng = np.random.default_rng(seed)
     configs = []
+    kinds = (("ensemble", Ensemble), ("separate", Separate), *((("compiled", Compiled),) if compiled else ()))
     for hidden in HIDDENS:
         for k in KS:
             batches = random_batches(k, rng)
-            for kind, cls in (("ensemble", Ensemble), ("separate", Separate)):
+            for kind, cls in kinds:
                 model = cls(k, hidden, seed)
+                t0 = time.perf_counter()
                 time_block(model, batches, warmup, 0)
                 configs.append({"kind": kind, "hidden": hidden, "k": k, "model": model, "batches": batches,
-                                "ms": []})
+                                "ms": [], "warmup_s": time.perf_counter() - t0})
     for r in range(rounds):
         for c in configs:
             c["ms"].append(time_block(c["model"], c["batches"], updates, warmup + r * updates))
     return [{"seed": seed, "kind": c["kind"], "hidden": list(c["hidden"]), "k": c["k"], "ms_rounds": c["ms"],
-             "ms": median(c["ms"]), "skipped": c["model"].skipped} for c in configs]
+             "ms": median(c["ms"]), "skipped": c["model"].skipped, "warmup_s": c["warmup_s"]} for c in configs]
 
 
 def main() -> int:
@@ -151,6 +165,7 @@ def main() -> int:
     p.add_argument("--updates", type=int, default=200, help="updates per configuration per round")
     p.add_argument("--warmup", type=int, default=50, help="untimed updates per configuration first")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    p.add_argument("--compile", action="store_true", help="also time the Learner with torch.compile'd nets")
     p.add_argument("--out", help="write the full result to this JSON file")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 rounds of 20 updates, 5 warm-up, seed 0")
     args = p.parse_args()
@@ -166,19 +181,27 @@ def main() -> int:
     print(f"machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, torch {machine['torch']}, "
           f"load {machine['loadavg_at_start']}")
 
-    runs = [row for s in seeds for row in bench_seed(s, args.rounds, args.updates, args.warmup)]
+    runs = [row for s in seeds for row in bench_seed(s, args.rounds, args.updates, args.warmup, args.compile)]
     rows = []
     for hidden in HIDDENS:
         def ms(kind: str, k: int) -> float | None:
             return median(r["ms"] for r in runs if r["kind"] == kind and r["k"] == k and r["hidden"] == list(hidden))
         for k in KS:
             ens, sep = ms("ensemble", k), ms("separate", k)
-            rows.append({"hidden": "x".join(map(str, hidden)), "K": k, "ensemble_ms": ens, "separate_ms": sep,
-                         "ensemble_vs_K1": ratio(ens, ms("ensemble", 1)),
-                         "separate_vs_K1": ratio(sep, ms("separate", 1)), "speedup": ratio(sep, ens)})
+            row = {"hidden": "x".join(map(str, hidden)), "K": k, "ensemble_ms": ens, "separate_ms": sep,
+                   "ensemble_vs_K1": ratio(ens, ms("ensemble", 1)),
+                   "separate_vs_K1": ratio(sep, ms("separate", 1)), "speedup": ratio(sep, ens)}
+            if args.compile:
+                comp = ms("compiled", k)
+                row |= {"compiled_ms": comp, "compiled_vs_eager": ratio(comp, ens),
+                        "compile_s": median(r["warmup_s"] for r in runs if r["kind"] == "compiled" and r["k"] == k
+                                            and r["hidden"] == list(hidden))}
+            rows.append(row)
     print_table("ms per update of all K nets (separate = K plain nn.Sequential DQN updates one after another)",
                 [("hidden", ""), ("K", ""), ("ensemble_ms", ".3f"), ("separate_ms", ".3f"),
-                 ("ensemble_vs_K1", ".2f"), ("separate_vs_K1", ".2f"), ("speedup", ".2f")], rows)
+                 ("ensemble_vs_K1", ".2f"), ("separate_vs_K1", ".2f"), ("speedup", ".2f"),
+                 *([("compiled_ms", ".3f"), ("compiled_vs_eager", ".2f"), ("compile_s", ".1f")] if args.compile
+                   else [])], rows)
     k8 = {r["hidden"]: r["ensemble_vs_K1"] for r in rows if r["K"] == 8}
     skipped = sum(r["skipped"] for r in runs)
     for h, v in k8.items():
@@ -189,7 +212,7 @@ def main() -> int:
                 "table": rows, "skipped_updates": skipped}
     result = {"benchmark": "learner_k", "quick": args.quick, "machine": machine,
               "protocol": {"seeds": seeds, "rounds": args.rounds, "updates": args.updates, "warmup": args.warmup,
-                           "threads": args.threads, "batch_per_net": BATCH, "ks": list(KS),
+                           "threads": args.threads, "compile": args.compile, "batch_per_net": BATCH, "ks": list(KS),
                            "hiddens": [list(h) for h in HIDDENS]},
               "runs": runs, **headline}
     finish(result, headline, args.out)
