@@ -87,12 +87,14 @@ def test_validation_start_is_the_same_slice_as_counting_its_bars(tmp_path):
 
 def leak_run(csv, train_end: str, out, merge: dict) -> dict:
     """A lockstep run (one actor, max_lead 0: reproducible) that keeps the best of five evaluations (none at
-    the last step, where a periodic evaluation races the end of the run)."""
+    the last step, where a periodic evaluation races the end of the run). `csv`: one path (`data`), or a list
+    of paths (`assets`: a multi-asset run)."""
     values = tiny_values(seed=3, total_steps=900, actors={"num_actors": 1}, learner={"max_lead": 0},
                          merge={"every": 10, **merge}, eval={"every": 160, "episodes": 1, "final_episodes": 1,
                                                              "keep_best": True})
     values["env"] = {"factory": FACTORY, "eval_kwargs": {"evaluation": True},
-                     "kwargs": {"data": str(csv), "train_end": train_end, "window": WINDOW, "episode_length": 32,
+                     "kwargs": {**({"assets": [str(c) for c in csv]} if isinstance(csv, list) else {"data": str(csv)}),
+                                "train_end": train_end, "window": WINDOW, "episode_length": 32,
                                 "validation_bars": VALIDATION}}
     run_in_fresh_loop(runtime.run(config.from_dict(values), out))
     return checkpoint.load(out)
@@ -119,3 +121,21 @@ def test_replacing_every_bar_after_train_end_leaves_the_saved_weights_bit_identi
         for name in mine:
             assert torch.equal(mine[name], theirs[name]), name
     assert torch.equal(first["policy"]["weights"], second["policy"]["weights"])
+
+
+@pytest.mark.timeout(90)
+def test_a_multi_asset_run_is_blind_to_every_assets_bars_after_train_end(tmp_path):
+    frame, train_end = frame_and_train_end()
+    second = make_ohlcv(BARS, seed=21, vol=0.02)
+    other = make_ohlcv(BARS, seed=12, vol=0.03)
+    changed = [f.copy() for f in (frame, second)]
+    for f in changed:
+        f.iloc[TRAIN_END_BAR + 1:] = other.iloc[TRAIN_END_BAR + 1:].to_numpy()
+    runs = []
+    for name, frames in (("a", (frame, second)), ("b", changed)):
+        csvs = [write_csv(f, tmp_path / f"{name}{i}.csv") for i, f in enumerate(frames)]
+        runs.append(leak_run(csvs, train_end, tmp_path / name, {}))
+    assert runs[0]["env"]["metadata"]["normalisation"] == "per_asset"
+    for mine, theirs in ((runs[0]["policy"]["state"], runs[1]["policy"]["state"]), (runs[0]["online"], runs[1]["online"])):
+        for name in mine:
+            assert torch.equal(mine[name], theirs[name]), name

@@ -15,6 +15,7 @@ A reference policy (--policy) without --data walks the shipped GOOGL.csv.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 
@@ -22,8 +23,11 @@ import pandas as pd
 
 from asyncdqn import checkpoint
 from asyncdqn.envs.trading.backtest import next_position, reference_policy, run_backtest
-from asyncdqn.envs.trading.config import FACTORY, heldout_kwargs, read_settings
+from asyncdqn.envs.trading.config import (FACTORY, TradingConfig, heldout_kwargs, read_settings,
+                                          training_and_test_dates)
 from asyncdqn.envs.trading.env import DEFAULT_COST_BPS, FEATURE_NAMES, TradingEnv
+from asyncdqn.envs.trading.market_data import DataError
+from asyncdqn.envs.trading.multi import PER_ASSET
 from asyncdqn.envs.trading.policy import check_policy_metadata, env_kwargs_from_metadata
 from asyncdqn.envs.trading.report import metrics_table, stats_table, write_report
 from asyncdqn.envs.trading.stats import quant_stats
@@ -162,15 +166,48 @@ def _policy_setup(args: argparse.Namespace, loader: dict) -> tuple[dict, object,
     return kwargs, act, f"checkpoint:{args.checkpoint}", meta
 
 
+def _asset_walk(ckpt: dict, source: str, data: str | None, meta: dict) -> dict:
+    """The walk of a multi-asset run's policy on one CSV: that CSV's held-out bars under the run's split (after
+    train_end and its purge gap), normalised on its own training bars (`norm_end`), whether the run trained
+    on it or not (a held-out asset)."""
+    if data is None:
+        names = ", ".join(Path(str(a)).name for a in meta.get("assets", []))
+        raise UserError(f"{source}: the policy was trained on several assets ({names}); pass --data CSV to walk "
+                        f"one of them, or a held-out one")
+    trading = _run_settings_on(ckpt, data)
+    norm_end, test_first = training_and_test_dates(trading)
+    if trading.train_end and test_first is None:
+        raise DataError(str(data), f"no held-out bars after train_end {trading.train_end} and a purge gap of "
+                                   f"{trading.window} bars")
+    return {"data": data, "start": test_first, "end": None, "norm_end": norm_end}
+
+
+def _run_settings_on(ckpt: dict, data: str) -> TradingConfig:
+    """The run's trading settings (split, window, ...) with `data` as its one CSV."""
+    trading, _ = read_settings(dict(checkpoint.config_from(ckpt).env.kwargs))
+    return dataclasses.replace(trading, data=str(data), assets=())
+
+
+def _own_norm(kwargs: dict, norm_end: str) -> dict:
+    """`kwargs` with the CSV's own statistics (fitted on its bars up to norm_end, as its training env was) in
+    place of the saved ones."""
+    return {**{k: v for k, v in kwargs.items() if k != "norm_stats"}, "norm_end": norm_end}
+
+
 def checkpoint_walk(ckpt: dict, source: str, data: str | None = None, start: str | None = None,
                     end: str | None = None, **env_options) -> tuple[dict, object, dict]:
     """(env kwargs, policy, metadata) of a trading checkpoint's walk: the run's own held-out range (run_range),
     or the whole of `data` when given; start/end narrow either; env_options (cost_bps, slippage_bps, fill, the
     loader's options) override the trained ones where not None."""
     meta = _trading_metadata(ckpt, source)
-    walk = {"data": data, "start": None, "end": None} if data is not None else run_range(ckpt, source)
+    if meta.get("normalisation") == PER_ASSET:
+        walk = _asset_walk(ckpt, source, data, meta)
+    else:
+        walk = {"data": data, "start": None, "end": None} if data is not None else run_range(ckpt, source)
     walk.update({k: v for k, v in (("start", start), ("end", end)) if v is not None})
     kwargs = env_kwargs_from_metadata(meta, walk["data"], start=walk["start"], end=walk["end"], **env_options)
+    if "norm_end" in walk:
+        kwargs = _own_norm(kwargs, walk["norm_end"])
     act = checkpoint.policy_from(ckpt)
     _check_policy_shape(act, meta, source)
     return kwargs, act, meta
@@ -219,6 +256,8 @@ def signal_command(args: argparse.Namespace) -> int:
     meta = _trading_metadata(ckpt, args.checkpoint)
     kwargs = env_kwargs_from_metadata(meta, args.data, date_format=args.date_format, dayfirst=args.dayfirst,
                                       dropna=args.dropna)
+    if meta.get("normalisation") == PER_ASSET:  # the CSV's own statistics, from its training bars under the run's split
+        kwargs = _own_norm(kwargs, training_and_test_dates(_run_settings_on(ckpt, args.data))[0])
     act = checkpoint.policy_from(ckpt)
     _check_policy_shape(act, meta, args.checkpoint)
     env = TradingEnv(**kwargs)

@@ -28,6 +28,7 @@ Selecting the kept policy on bars the backtest later reports would leak the test
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -36,6 +37,7 @@ import numpy as np
 
 from asyncdqn.envs.trading.env import DEFAULT_DATA, FEATURE_WARMUP, TradingEnv, bar_index, date_text
 from asyncdqn.envs.trading.market_data import DataError, read_ohlcv
+from asyncdqn.envs.trading.multi import MultiAssetEnv, asset_paths
 from asyncdqn.fields import DateText, build, coerce, require
 
 FACTORY = "asyncdqn.envs.trading:make"  # the `env.factory` of runs that `asyncdqn backtest RUN_DIR` can re-range
@@ -45,6 +47,8 @@ FACTORY = "asyncdqn.envs.trading:make"  # the `env.factory` of runs that `asyncd
 class TradingConfig:
     data: str = ""
     """CSV of daily OHLCV bars; empty = the GOOGL.csv shipped with asyncdqn (package data `asyncdqn.data`)."""
+    assets: tuple = ()
+    """CSVs or folders of CSVs to train one policy on, in place of `data`: each training episode draws an asset; each is split and normalised on its own bars."""
     train_end: DateText = ""
     """Last date of training + validation; the held-out (backtest) bars start `window` bars later (empty = all data)."""
     window: int = 32
@@ -77,6 +81,9 @@ class TradingConfig:
         require(self.episode_length >= 2, "env.kwargs.episode_length", "must be >= 2")
         require(self.validation_bars == 0 or self.validation_bars >= 2, "env.kwargs.validation_bars",
                 "must be 0 (no validation slice) or >= 2 (a walk needs a step)")
+        require(all(isinstance(a, str) and a for a in self.assets), "env.kwargs.assets",
+                "must be a list of CSV files or folders")
+        require(not (self.assets and self.data), "env.kwargs.assets", "and env.kwargs.data exclude each other")
 
 
 class Split(NamedTuple):
@@ -157,6 +164,9 @@ def heldout_kwargs(trading: TradingConfig) -> dict[str, Any]:
     `window` + 1 bars after train_end (a purge gap of `window` bars: no observation window holds a bar of the
     validation walk), and it runs to the end of the data; normalisation is the training bars'. Training never
     builds this env. Without train_end there are no held-out bars: the walk is the whole data (in-sample)."""
+    if trading.assets:
+        raise DataError("env.kwargs.assets", "a multi-asset run has one held-out walk per asset; pass --data CSV "
+                                             "(one of its assets, or a held-out one)")
     data = trading.data or None
     common = _common(trading)
     if not trading.train_end:
@@ -168,6 +178,15 @@ def heldout_kwargs(trading: TradingConfig) -> dict[str, Any]:
                                 f"gap of {trading.window} bars")
     return {**common, "start": date_text(dates_T[bars.test_first]), "episode_length": None,
             "norm_end": date_text(dates_T[bars.train_last])}
+
+
+def training_and_test_dates(trading: TradingConfig) -> tuple[str, str | None]:
+    """(last training bar, first held-out decision bar or None) of `trading.data` under the split: where a
+    multi-asset policy's statistics for this CSV end, and where its held-out walk starts."""
+    dates_T, source = _dates(trading.data or None)
+    bars = split(trading, dates_T, source)
+    test_first = date_text(dates_T[bars.test_first]) if bars.test_first >= 0 else None
+    return date_text(dates_T[bars.train_last]), test_first
 
 
 def _common(trading: TradingConfig) -> dict[str, Any]:
@@ -182,8 +201,17 @@ def read_settings(settings: dict[str, Any]) -> tuple[TradingConfig, bool]:
     return build(TradingConfig, values, "env.kwargs."), evaluation
 
 
-def make(**settings: Any) -> TradingEnv:
+def per_asset(trading: TradingConfig) -> list[TradingConfig]:
+    """One TradingConfig per asset of a multi-asset config (`assets`), each with that CSV as its `data`."""
+    return [dataclasses.replace(trading, data=path, assets=()) for path in asset_paths(trading.assets)]
+
+
+def make(**settings: Any) -> TradingEnv | MultiAssetEnv:
     """The trading scenario's env factory (`env.factory = "asyncdqn.envs.trading:make"`): the TradingConfig
-    fields as kwargs, plus `evaluation = true` for the validation walk (the evaluation copies)."""
+    fields as kwargs, plus `evaluation = true` for the validation walk (the evaluation copies). With `assets`,
+    a MultiAssetEnv of one TradingEnv per asset, each split and normalised on its own bars."""
     trading, evaluation = read_settings(settings)
+    if trading.assets:
+        return MultiAssetEnv([TradingEnv(**scenario_kwargs(one, evaluation=evaluation)) for one in per_asset(trading)],
+                             sequential=evaluation)
     return TradingEnv(**scenario_kwargs(trading, evaluation=evaluation))

@@ -14,6 +14,7 @@ import pandas as pd
 
 from asyncdqn.envs.trading.env import TradingEnv
 from asyncdqn.envs.trading.market_data import DataError
+from asyncdqn.envs.trading.multi import PER_ASSET
 from asyncdqn.errors import brief
 
 
@@ -49,8 +50,10 @@ def env_kwargs_from_metadata(metadata: Mapping[str, Any], data: str | os.PathLik
 def check_policy_metadata(metadata: Mapping[str, Any], env: TradingEnv) -> None:
     """Raise PolicyMismatchError (one line) unless `env` yields the observations the policy was trained on."""
     mine = env.policy_metadata()
-    for key in ("metadata_version", "feature_names", "feature_warmup", "obs_clip", "window", "positions", "obs_dim",
-                "norm_mean", "norm_std"):
+    keys = ("metadata_version", "feature_names", "feature_warmup", "obs_clip", "window", "positions", "obs_dim")
+    if metadata.get("normalisation") != PER_ASSET:  # per asset: each CSV is normalised on its own training bars
+        keys += ("norm_mean", "norm_std")
+    for key in keys:
         if key not in metadata:
             raise PolicyMismatchError(env.data_source, f"policy metadata lacks {key!r}; not a trading policy?")
         theirs = metadata[key]
