@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
+import dataclasses
 
 import gymnasium as gym
 import numpy as np
@@ -19,6 +19,7 @@ import asyncdqn.envs.trading.env as trading
 from asyncdqn.envs.trading import (
     ENV_ID,
     PolicyMismatchError,
+    TradingConfig,
     TradingEnv,
     check_policy_metadata,
     heldout_kwargs,
@@ -305,9 +306,8 @@ def test_invalid_arguments_fail_clearly():
 
 
 def test_scenario_kwargs_split_train_validation_and_test_with_purge_gaps():
-    trading_config = SimpleNamespace(data=str(GOOGL_CSV), train_end="2016-12-31", window=16, cost_bps=5.0,
-                                     slippage_bps=0.0, trade_penalty=0.0, fill="open", long_only=True,
-                                     episode_length=128, validation_bars=100, validation_start="")
+    trading_config = TradingConfig(data=str(GOOGL_CSV), train_end="2016-12-31", window=16, cost_bps=5.0,
+                                   long_only=True, episode_length=128, validation_bars=100)
     train = TradingEnv(**scenario_kwargs(trading_config, evaluation=False))
     validation = TradingEnv(**scenario_kwargs(trading_config, evaluation=True))
     test = TradingEnv(**heldout_kwargs(trading_config))
@@ -322,7 +322,7 @@ def test_scenario_kwargs_split_train_validation_and_test_with_purge_gaps():
     for env in (validation, test):  # fitted on the training bars only
         np.testing.assert_array_equal(env.norm.mean, train.norm.mean)
         assert env.policy_metadata()["norm_end"] == train.last_date
-    everything = SimpleNamespace(**{**vars(trading_config), "train_end": "", "data": "", "validation_bars": 0})
+    everything = dataclasses.replace(trading_config, train_end="", data="", validation_bars=0)
     assert TradingEnv(**scenario_kwargs(everything, evaluation=True)).first_date == train.first_date
     assert TradingEnv(**heldout_kwargs(everything)).last_date == "2018-08-29"
 
