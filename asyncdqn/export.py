@@ -11,8 +11,8 @@ and a conv net's input scale (1/255 for Atari frames) is inside the net already.
 
 Before a file is written, it is loaded back (torch.jit.load, onnxruntime) and its Q-values are compared with
 the run's own policy on observations of greedy rollouts; an export that differs by more than `TOLERANCE` is
-refused and nothing is written. torch is imported inside the functions: `asyncdqn.cli` builds its parser from
-`add_parser` and must stay free of torch until a command runs (see cli.py).
+refused and nothing is written. torch and numpy are imported inside the functions: `asyncdqn.cli` builds its
+parser from `add_parser` and must stay free of them until a command runs (see cli.py).
 
 Legend: B observations, K nets, A actions.
 """
@@ -24,14 +24,16 @@ import contextlib
 import io
 import warnings
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from asyncdqn.errors import UserError, first_line
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 TOLERANCE = 1e-5  # max |ΔQ| between the exported file and the run's policy (issue 15)
 PARITY_OBSERVATIONS = 1000
+if TYPE_CHECKING:
+    import numpy as np
+
 HELP = "export a run's greedy policy as a TorchScript or ONNX file (loads without asyncdqn)"
 
 
@@ -100,6 +102,7 @@ def _onnxruntime():
 
 def exported_q(source: Path | bytes, fmt: str, obs_B: np.ndarray) -> np.ndarray:
     """Q-values [B, A] of an exported file (a path or its bytes), run as a user would run it."""
+    import numpy as np
     import torch
 
     x = np.asarray(obs_B, dtype=np.float32)
@@ -120,6 +123,8 @@ def exported_q(source: Path | bytes, fmt: str, obs_B: np.ndarray) -> np.ndarray:
 
 def parity(source: Path | bytes, fmt: str, policy, obs_B: np.ndarray) -> float:
     """max |ΔQ| between the exported file and the run's own policy on these observations."""
+    import numpy as np
+
     got_BA = exported_q(source, fmt, obs_B)
     want_BA = policy.q_values(obs_B)
     if got_BA.shape != want_BA.shape:
@@ -129,6 +134,8 @@ def parity(source: Path | bytes, fmt: str, policy, obs_B: np.ndarray) -> float:
 
 def record_observations(make_env, policy, n: int, seed: int) -> np.ndarray:
     """n observations of greedy episodes played by `policy`; episode j resets with seed `seed + j`."""
+    import numpy as np
+
     env = make_env()
     try:
         obs_list, episode = [], 0

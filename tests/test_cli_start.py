@@ -21,9 +21,9 @@ def test_a_subcommand_usage_error_names_the_program_once_and_the_subcommand(caps
     assert capsys.readouterr().err.startswith("asyncdqn: error: argument COMMAND: invalid choice: 'frobnicate'")
 
 
-def test_importing_the_command_line_imports_no_torch():
+def test_importing_the_command_line_imports_no_torch_nor_numpy():
     # what makes the import window short: the console script imports asyncdqn.cli before main's handler runs
-    code = "import sys, asyncdqn.cli; print(sorted(m for m in ('torch', 'gymnasium', 'pandas') if m in sys.modules))"
+    code = "import sys, asyncdqn.cli; print(sorted(m for m in ('torch', 'gymnasium', 'pandas', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
 
