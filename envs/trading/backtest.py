@@ -272,7 +272,7 @@ def next_position(env: TradingEnv, act: Policy) -> tuple[str, float, float]:
     if info["ruined"]:
         raise ValueError(f"the policy was ruined on {info['date']} walking the data (equity at the floor)")
     action = int(np.asarray(act(obs[None, :]))[0])
-    return info["date"], float(info["position"]), env.positions[action]
+    return info["date"], float(info["position"]), env.target_position(action)  # min_hold may keep the position
 
 
 def run_backtest(env_kwargs: Mapping[str, Any], act: Policy, *, policy_name: str,

@@ -59,6 +59,8 @@ class TradingConfig:
     """Slippage per fill on top of cost_bps, in basis points of the traded notional (fill price vs quote)."""
     trade_penalty: float = 0.0
     """Training reward minus this times |position change| (a price on trading beyond the fees); 0 = none."""
+    min_hold: int = 1
+    """Bars a newly entered position is held before another change is allowed (1 = none); saved with the policy."""
     fill: str = "open"
     """'open': decide at the close of bar t, fill at the open of t+1; 'close': fill at the close of t."""
     long_only: bool = False
@@ -77,6 +79,8 @@ class TradingConfig:
                 "must be a finite number >= 0")
         require(math.isfinite(self.slippage_bps) and self.slippage_bps >= 0, "env.kwargs.slippage_bps",
                 "must be a finite number >= 0")
+        require(self.min_hold >= 1,
+                "env.kwargs.min_hold", "must be an integer >= 1 (bars)")
         require(self.fill in ("open", "close"), "env.kwargs.fill", "must be 'open' or 'close'")
         require(self.episode_length >= 2, "env.kwargs.episode_length", "must be >= 2")
         require(self.validation_bars == 0 or self.validation_bars >= 2, "env.kwargs.validation_bars",
@@ -191,7 +195,8 @@ def training_and_test_dates(trading: TradingConfig) -> tuple[str, str | None]:
 
 def _common(trading: TradingConfig) -> dict[str, Any]:
     return {"data": trading.data or None, "window": int(trading.window), "cost_bps": float(trading.cost_bps),
-            "slippage_bps": float(trading.slippage_bps), "fill": str(trading.fill), "positions": (0.0, 1.0) if trading.long_only else (-1.0, 0.0, 1.0)}
+            "slippage_bps": float(trading.slippage_bps), "fill": str(trading.fill), "min_hold": int(trading.min_hold),
+            "positions": (0.0, 1.0) if trading.long_only else (-1.0, 0.0, 1.0)}
 
 
 def read_settings(settings: dict[str, Any]) -> tuple[TradingConfig, bool]:

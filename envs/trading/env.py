@@ -25,6 +25,12 @@ fill on the traded notional), o/cl the open/close prices:
     position changes beyond the fees, to teach an agent that over-trades to hold; equity, evaluations and
     every report are untouched by it.
 
+Minimum holding time. With min_hold = n > 1, a position entered by a change is held for at least n bars:
+an action asking for another position within that time is refused and the old position is kept (p' = p, no
+fill, no cost; info["held_back"] is True). Unlike trade_penalty this is a rule of execution, not of the
+reward, so it applies in every walk: training, evaluations and backtests (it is saved with the policy). The
+episode's opening flat position is not a change, so the first change is never refused.
+
 Slippage is charged like the commission, as a fraction of the traded notional at the fill price: to first
 order the same as filling |p' - p| * E_fill of notional at a price slippage_bps worse than o[t+1] (or cl[t]).
 It is a setting of its own so that a report can show what the fees and what the market impact cost.
@@ -160,13 +166,16 @@ class TradingEnv(gym.Env):
                  episode_length: int | None = None, norm_start: str | None = None, norm_end: str | None = None,
                  norm_stats: NormStats | Mapping[str, Sequence[float]] | None = None,
                  date_format: str | None = None, dayfirst: bool = False, dropna: bool = False,
-                 render_mode: str | None = None, trade_penalty: float = 0.0):
+                 render_mode: str | None = None, trade_penalty: float = 0.0, min_hold: int = 1):
         """`data`: a CSV path or a DataFrame (None or "" = the shipped GOOGL.csv); start/end/norm_start/norm_end:
         dates (text or datetime.date) as in the module docstring. Everything step() needs is computed here."""
         self._set_rules(positions, window, fill, episode_length, (cost_bps, slippage_bps), render_mode)
         if not (math.isfinite(trade_penalty) and trade_penalty >= 0.0):
             raise ValueError(f"trade_penalty must be a finite number >= 0, got {trade_penalty!r}")
         self.trade_penalty = float(trade_penalty)
+        if isinstance(min_hold, bool) or int(min_hold) != min_hold or min_hold < 1:
+            raise ValueError(f"min_hold must be an integer >= 1 (bars), got {min_hold!r}")
+        self.min_hold = int(min_hold)
         loaded = read_ohlcv(DEFAULT_DATA if data is None or (isinstance(data, str) and not data) else data,
                             date_format=date_format, dayfirst=dayfirst, dropna=dropna)
         self.data_source = loaded.source
@@ -193,6 +202,7 @@ class TradingEnv(gym.Env):
         self._set_spaces()
         self._t = self._first_bar
         self._position, self._equity, self._held, self._steps, self._done = 0.0, 1.0, 0, 0, True
+        self._hold_left = 0  # steps before a position change is allowed again (min_hold)
 
     def _set_rules(self, positions: Sequence[float], window: int, fill: str, episode_length: int | None,
                    costs_bps: tuple[float, float], render_mode: str | None) -> None:
@@ -296,16 +306,15 @@ class TradingEnv(gym.Env):
             last_start = max(self._first_bar, self._last_bar - self.episode_length)
             self._t = self._first_bar + int(self.np_random.integers(0, last_start - self._first_bar + 1))
         self._position, self._equity, self._held, self._steps, self._done = 0.0, 1.0, 0, 0, False
+        self._hold_left = 0
         info = {"date": self._dates[self._t], "position": 0.0, "equity": 1.0}
         return self._observation(), info
 
     def step(self, action):
         if self._done:
             raise RuntimeError("step() called on a finished episode; call reset() first")
-        index = int(action)
-        if not 0 <= index < len(self.positions):
-            raise ValueError(f"action {action!r} is not in 0..{len(self.positions) - 1}")
-        t, old, new, equity = self._t, self._position, self.positions[index], self._equity
+        t, old, new, equity = self._t, self._position, self.target_position(action), self._equity
+        held_back = new != self.positions[int(action)]
         grow_old = 1.0 + old * self._gap[t]
         grow_new = 1.0 + new * self._move[t]
         fill_equity = equity * grow_old
@@ -319,14 +328,24 @@ class TradingEnv(gym.Env):
         reward = math.log(next_equity / equity) - self.trade_penalty * abs(new - old)
 
         self._held = 0 if new != old else self._held + 1
+        self._hold_left = self.min_hold - 1 if new != old else max(self._hold_left - 1, 0)
         self._t, self._position, self._equity, self._steps = t + 1, new, next_equity, self._steps + 1
         terminated = ruined or self._t >= self._last_bar
         truncated = not terminated and self.episode_length is not None and self._steps >= self.episode_length
         self._done = terminated or truncated
         info = {"date": self._dates[t + 1], "position": new, "previous_position": old, "equity": next_equity,
                 "fill_date": self._fill_dates[t], "fill_price": self._fill_price[t], "fill_equity": fill_equity,
-                "cost": cost, "ruined": ruined}
+                "cost": cost, "ruined": ruined, "held_back": held_back}
         return self._observation(), reward, terminated, truncated, info
+
+    def target_position(self, action) -> float:
+        """The position `action` takes at this bar: its target, or the position held when min_hold refuses a
+        change (the position was entered fewer than min_hold bars ago)."""
+        index = int(action)
+        if not 0 <= index < len(self.positions):
+            raise ValueError(f"action {action!r} is not in 0..{len(self.positions) - 1}")
+        wanted = self.positions[index]
+        return self._position if wanted != self._position and self._hold_left > 0 else wanted
 
     def _observation(self) -> np.ndarray:
         obs = np.empty(self.obs_dim, dtype=np.float32)
@@ -347,6 +366,7 @@ class TradingEnv(gym.Env):
             "feature_names": list(FEATURE_NAMES), "feature_warmup": FEATURE_WARMUP, "obs_clip": OBS_CLIP,
             "window": self.window, "positions": list(self.positions), "n_actions": len(self.positions),
             "obs_dim": self.obs_dim, "fill": self.fill, "cost_bps": self.cost_bps, "slippage_bps": self.slippage_bps,
+            "min_hold": self.min_hold,
             "norm_mean": [float(x) for x in self.norm.mean], "norm_std": [float(x) for x in self.norm.std],
             "norm_start": self.norm_range[0], "norm_end": self.norm_range[1],
         }

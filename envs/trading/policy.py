@@ -29,8 +29,8 @@ def env_kwargs_from_metadata(metadata: Mapping[str, Any], data: str | os.PathLik
                              dropna: bool = False) -> dict[str, Any]:
     """TradingEnv kwargs that rebuild a policy's observations on `data`.
 
-    cost_bps, slippage_bps and fill may be overridden (they change execution, not observations); window, positions and
-    normalisation come from the metadata. Raises PolicyMismatchError when the metadata is incomplete.
+    cost_bps, slippage_bps and fill may be overridden (they change execution, not observations); window, positions,
+    min_hold and normalisation come from the metadata. Raises PolicyMismatchError when the metadata is incomplete.
     """
     source = data if isinstance(data, (str, os.PathLike)) else "<DataFrame>"
     needed = ("feature_names", "window", "positions", "norm_mean", "norm_std", "fill", "cost_bps")
@@ -43,6 +43,7 @@ def env_kwargs_from_metadata(metadata: Mapping[str, Any], data: str | os.PathLik
             # a policy saved before slippage was a setting of its own paid none
             "slippage_bps": float(metadata.get("slippage_bps", 0.0) if slippage_bps is None else slippage_bps),
             "fill": str(metadata["fill"] if fill is None else fill), "episode_length": None,
+            "min_hold": int(metadata.get("min_hold", 1)),  # a rule of the policy: saved before it was one, 1 = none
             "norm_stats": {"mean": list(metadata["norm_mean"]), "std": list(metadata["norm_std"])},
             "date_format": date_format, "dayfirst": dayfirst, "dropna": dropna}
 
