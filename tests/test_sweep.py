@@ -113,6 +113,12 @@ def test_grid_files_and_built_in_grids_are_found_or_refused(tmp_path):
         sweep.read_grid(tmp_path / "bad.toml")
 
 
+@pytest.mark.parametrize("name", sweep.grid_names())
+def test_every_shipped_grid_loads_every_run_config(tmp_path, name):
+    grid = sweep.read_grid(Path(name), out=tmp_path / "s")  # a bad key or value in any run fails here
+    assert grid.runs and all(run.folder.is_relative_to(tmp_path / "s") for run in grid.runs)
+
+
 def test_the_eta_is_the_mean_run_time_times_the_runs_left_over_the_runs_at_a_time():
     assert sweep.eta_s([], 5, 2) is None
     assert sweep.eta_s([10.0, 20.0], 4, 2) == 30.0     # 15 s a run, 4 left, 2 at a time
