@@ -41,10 +41,17 @@ def test_backtest_needs_exactly_one_policy_source(capsys):
 TRAIN_SMOKE = ["--quiet", "--set", "total_steps=2500", "--set", "learning_starts=500", "--set", "eval.every=0"]
 
 
-def test_a_run_backtests_its_own_held_out_range_from_any_folder(tmp_path, monkeypatch):
+def test_a_run_backtests_its_own_held_out_range_from_any_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no data/ folder here: the scenario's CSV is package data (asyncdqn.data)
     assert main(["train", "trading", "--out", "run", "--set", "train_end=2016-12-30", *TRAIN_SMOKE]) == 0
+    capsys.readouterr()
     assert main(["backtest", "run"]) == 0  # no --data: the run's own data and range
+    assert "in-sample" not in capsys.readouterr().out
+    # --data walks that CSV's whole range: a walk that reaches into the training bars says so
+    assert main(["backtest", "run", "--data", str(DEFAULT_DATA), "--out", "whole"]) == 0
+    assert "partly in-sample" in capsys.readouterr().out
+    assert main(["backtest", "run", "--data", str(DEFAULT_DATA), "--start", "2017-03-01", "--out", "late"]) == 0
+    assert "in-sample" not in capsys.readouterr().out
     report = json.loads((tmp_path / "run" / "backtest" / "report.json").read_text())
     dates = [f"{d:%Y-%m-%d}" for d in load_ohlcv(DEFAULT_DATA).index]
     # the held-out walk: 32 bars purged after train_end (window = 32), decisions from the next one (the run's

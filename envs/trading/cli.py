@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -213,6 +214,16 @@ def checkpoint_walk(ckpt: dict, source: str, data: str | None = None, start: str
     return kwargs, act, meta
 
 
+def in_sample_notice(first_date: str, meta: Mapping) -> str | None:
+    """A warning when a checkpoint's walk starts on or before the last bar its policy was trained on (its
+    normalisation's end, `norm_end`): then part of what the report measures is in-sample. None otherwise."""
+    trained_to = meta.get("norm_end")
+    if not trained_to or first_date > str(trained_to):
+        return None
+    return (f"note: this walk starts {first_date}, within the policy's training period (to {trained_to}): its figures "
+            f"are partly in-sample; `asyncdqn backtest RUN_DIR` without --data walks the run's held-out bars")
+
+
 def backtest_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -234,6 +245,8 @@ def backtest_command(args: argparse.Namespace) -> int:
         raise UserError(f"cannot write the report to {out}/ ({exc.strerror or exc})") from None
     Console().print(metrics_table(result, stats))
     Console().print(stats_table(result, stats))
+    if meta_check is not None and (notice := in_sample_notice(result.start, meta_check)):
+        print(notice)
     how = "given" if result.periods_per_year_basis == "given" else f"inferred: {result.periods_per_year_basis}"
     print(f"annualised with {result.periods_per_year:g} periods per year ({how})")
     print(f"fills at the {result.fill} ({'next bar open' if result.fill == 'open' else 'same bar close'}), "
