@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup train test test-slow typecheck bench mutation clean
+.PHONY: setup train test test-slow typecheck bench bench-tianshou mutation clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,6 +40,20 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/collect.py
 	$(PY) benchmarks/learner_k.py
 
+# Tianshou, the third system of benchmarks/cartpole_vs_sb3.py (its tianshou_cartpole.py runs under this
+# python). A venv of its own: tianshou 2.0.1 needs pandas<3, the project's venv has pandas 3. torch first,
+# as above, and pinned again beside tianshou so that pip keeps that build.
+VENV_TS ?= .venv-tianshou
+TIANSHOU_SPEC ?= tianshou==2.0.1
+
+$(VENV_TS)/.installed:
+	python3 -m venv $(VENV_TS)
+	$(VENV_TS)/bin/python -m pip install -q $(TORCH_SPEC)
+	$(VENV_TS)/bin/python -m pip install -q $(TIANSHOU_SPEC) gymnasium $(TORCH_SPEC)
+	touch $@
+
+bench-tianshou: $(VENV_TS)/.installed
+
 # Mutation testing of the algorithmic core ([tool.mutmut] in pyproject.toml lists the files and the tests;
 # method, counts and survivors in docs/mutation.md). Results are cached in mutants/: a rerun only tests
 # the mutants of functions that changed; `rm -rf mutants` for a fresh run.
@@ -59,4 +73,4 @@ mutation: $(VENV)/.mutation
 	@$(VENV)/bin/mutmut results
 
 clean:
-	rm -rf $(VENV) .pytest_cache mutants
+	rm -rf $(VENV) $(VENV_TS) .pytest_cache mutants

@@ -89,15 +89,17 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
-def run_child(script: Path, spec: dict, timeout: float | None = None) -> dict:
+def run_child(script: Path, spec: dict, timeout: float | None = None, python: str | None = None) -> dict:
     """Run `script --child SPEC --result-file F` in a fresh interpreter and return the dict it wrote to F.
 
     A fresh process per run keeps import state, torch thread pools and allocator caches from leaking
-    between runs. The child's stdout/stderr are captured and shown only when it fails.
+    between runs. The child's stdout/stderr are captured and shown only when it fails. `python`: the
+    interpreter (default: this one), e.g. another venv's for a system that cannot live in the project's.
     """
     with tempfile.TemporaryDirectory(prefix="asyncdqn-bench-") as tmp:
         result_file = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(script), "--child", json.dumps(spec), "--result-file", str(result_file)]
+        cmd = [python or sys.executable, str(script), "--child", json.dumps(spec), "--result-file",
+               str(result_file)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0 or not result_file.is_file():
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])

@@ -1,5 +1,13 @@
 """Wall-clock time to solve CartPole-v1: asyncdqn (scenario `cartpole`) vs Stable-Baselines3 DQN (rl-zoo).
 
+A third system, Tianshou's own CartPole DQN recipe (tianshou_cartpole.py; method in its docstring), joins when
+its venv exists: `make bench-tianshou` builds `.venv-tianshou` (tianshou 2.0.1 needs pandas<3, the project's
+venv has pandas 3), and `--tianshou-python PATH` names another python ('' leaves tianshou out). Its runs are
+subprocesses of that python, interleaved seed by seed with the others, with SB3's budget and stop rule; its
+test steps block training like SB3's evaluations (inside `wall_s`, also reported without, `wall_ex_eval_s`).
+Without it the output is as before, after a printed note; with it the summary gains a tianshou row and the
+headline `tianshou_*` figures and asyncdqn / tianshou ratios (`*_vs_tianshou`).
+
 Protocol, the same for both systems:
   * Periodic greedy evaluation every E = 2500 env steps, 10 episodes; training stops when the stop rule
     below is met, or at the step budget: 5e4 for both (rl-zoo's n_timesteps; asyncdqn gets
@@ -25,7 +33,8 @@ clock starts (both pay them equally; they are reported as `import_s`). `torch.se
 their timed construction (asyncdqn's `Learner`, SB3's `DQN`); it is an import, not training.
   * asyncdqn `wall_s` = summary.json `train_wall_s`: from the start of `runtime.run` (env and learner
     construction included) to the end of training, before the final evaluation.
-  * SB3 `wall_s` = from building the envs and `DQN(...)` to the return of `model.learn`.
+  * SB3 `wall_s` = from building the envs and `DQN(...)` to the return of `model.learn`; tianshou's the
+    same, to the return of `run_training`.
 Time-to-solve = `wall_s` of a solved seed. The headline over all seeds (issue 16) is `median_charged_s`: each
 seed's wall time, an unsolved seed's at its full budget (`charged_time`: infinite if it stopped early and
 then failed, since its full-budget time was never measured), the median over every seed of each system.
@@ -44,6 +53,7 @@ learner and evaluator in Python threads beside the actors, so it may use more th
 torch thread; `cpu_s` (process CPU time of the whole child call) shows how much each system used.
 
 Run:   .venv/bin/python benchmarks/cartpole_vs_sb3.py [--seeds 0..4] [--sb3-seeds 0..2] [--out r.json]
+       [--tianshou-seeds 0..4] [--tianshou-python .venv-tianshou/bin/python]
 Smoke: .venv/bin/python benchmarks/cartpole_vs_sb3.py --quick   (tiny budgets: checks the plumbing only)
 Needs stable-baselines3 (`make bench` installs the `bench` extra); exits 2 without it.
 """
@@ -60,10 +70,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import tianshou_cartpole
 from _common import (machine_info, median, parse_seeds, print_table, ratio, run_child, write_child_result,
                      finish)
 
 SCRIPT = Path(__file__).resolve()
+TIANSHOU_SCRIPT = SCRIPT.parent / "tianshou_cartpole.py"
+TIANSHOU_PYTHON = SCRIPT.parents[1] / ".venv-tianshou" / "bin" / "python"  # `make bench-tianshou`
 ENV_ID = "CartPole-v1"
 SOLVED_AT = 475.0
 # rl-zoo (hyperparams/dqn.yml) CartPole-v1; n_timesteps 5e4 is the budget (--sb3-steps).
@@ -209,10 +222,74 @@ def summarise(system: str, rows: list[dict]) -> dict:
     }
 
 
-def main() -> int:
+def tianshou_python(arg: str | None) -> tuple[str | None, str | None]:
+    """The interpreter for the tianshou runs and a note to print: `arg` (--tianshou-python) if given, ''
+    turns the system off; without it TIANSHOU_PYTHON if that exists, else the system is skipped with a note."""
+    if arg == "":
+        return None, "tianshou: off (--tianshou-python '')"
+    path = Path(arg) if arg else TIANSHOU_PYTHON
+    if path.is_file():
+        return str(path), None
+    if arg:
+        raise SystemExit(f"--tianshou-python {arg}: no such file")
+    return None, (f"tianshou: skipped ({path} not found; `make bench-tianshou` builds that venv, "
+                  "or pass --tianshou-python PATH)")
+
+
+def common_spec(args: argparse.Namespace) -> dict:
+    """The protocol settings every system's child gets."""
+    return {"eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "stop_at": args.stop_at,
+            "final_episodes": args.final_episodes}
+
+
+def build_plan(args: argparse.Namespace, seeds: dict[str, list[int]], overrides: list[str]) -> list[dict]:
+    """One spec per (system, seed), interleaved seed by seed (asyncdqn, sb3, tianshou, then the next seed) so
+    that slow drifts in machine load hit every system alike. SB3 and tianshou get the same budget."""
+    common = common_spec(args)
+    base = {"asyncdqn": {"threads": args.asyncdqn_threads, "overrides": overrides, **common},
+            "sb3": {"threads": args.sb3_threads, "sb3_steps": args.sb3_steps, **common},
+            "tianshou": {"threads": args.tianshou_threads, "sb3_steps": args.sb3_steps, **common}}
+    return [{"system": system, "seed": system_seeds[i], **base[system]}
+            for i in range(max(map(len, seeds.values())))
+            for system, system_seeds in seeds.items() if i < len(system_seeds)]
+
+
+def versus(a: dict, o: dict, suffix: str = "") -> dict:
+    """Headline figures of asyncdqn (summary `a`) against another system's summary `o`; the ratios are
+    asyncdqn / other, named with `suffix` (none for SB3, whose keys came first)."""
+    n = o["system"]
+    return {
+        "asyncdqn_solved": f"{a['solved']}/{a['runs']}", f"{n}_solved": f"{o['solved']}/{o['runs']}",
+        "asyncdqn_median_time_to_solve_s": a["median_time_to_solve_s"],
+        f"{n}_median_time_to_solve_s": o["median_time_to_solve_s"],
+        f"ratio_time_to_solve{suffix}": ratio(a["median_time_to_solve_s"], o["median_time_to_solve_s"]),
+        f"ratio_time_to_solve_vs_{n}_ex_eval": ratio(a["median_time_to_solve_s"],
+                                                     o["median_time_to_solve_ex_eval_s"]),
+        f"ratio_wall_all_seeds{suffix}": ratio(a["median_wall_all_s"], o["median_wall_all_s"]),
+        "asyncdqn_median_charged_s": a["median_charged_s"], f"{n}_median_charged_s": o["median_charged_s"],
+        f"ratio_charged_all_seeds{suffix}": (a["median_charged_s"] / o["median_charged_s"]
+                                             if a["median_charged_s"]
+                                             and math.isfinite(o["median_charged_s"] or math.inf) else None),
+    }
+
+
+def print_ratio(headline: dict, name: str, label: str, suffix: str = "") -> None:
+    tts, ex_eval = headline[f"ratio_time_to_solve{suffix}"], headline[f"ratio_time_to_solve_vs_{name}_ex_eval"]
+    wall = headline[f"ratio_wall_all_seeds{suffix}"]
+    print(f"asyncdqn / {label} median time-to-solve: "
+          + (f"{tts:.3f}" if tts is not None else "n/a (a system solved no seed)")
+          + (f"  (vs {label} without its blocking evals: {ex_eval:.3f})" if ex_eval is not None else "")
+          + (f"; over all seeds: {wall:.3f}" if wall is not None else ""))
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0..4", help="asyncdqn seeds ('0..4', '0,2,5')")
     p.add_argument("--sb3-seeds", default="0..4", help="SB3 seeds")
+    p.add_argument("--tianshou-seeds", default="0..4", help="tianshou seeds")
+    p.add_argument("--tianshou-python",
+                   help="python of a venv with tianshou 2.0.1 for the third system (default: "
+                        ".venv-tianshou/bin/python if it exists, else tianshou is skipped; '' turns it off)")
     p.add_argument("--out", help="write the full result (per-seed details, eval histories) to this JSON file")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: seed 0 only, tiny budgets (3000 steps), short evals; figures are meaningless")
@@ -220,19 +297,24 @@ def main() -> int:
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--final-episodes", type=int, default=20)
     p.add_argument("--stop-at", type=float, default=SOLVED_AT,
-                   help="SB3's stop threshold, and the final mean that counts as solved for both")
+                   help="SB3's (and tianshou's) stop threshold, and the final mean that counts as solved for all")
     p.add_argument("--sb3-steps", type=int, default=SB3_STEPS,
-                   help="the step budget of both systems (rl-zoo's n_timesteps for SB3; asyncdqn gets "
-                        "total_steps = the same, issue 16)")
+                   help="the step budget of every system (rl-zoo's n_timesteps for SB3; asyncdqn gets "
+                        "total_steps = the same, issue 16; tianshou too)")
     p.add_argument("--sb3-threads", type=int, default=1, help="torch.set_num_threads for SB3")
     p.add_argument("--asyncdqn-threads", type=int, default=1, help="torch threads for asyncdqn")
+    p.add_argument("--tianshou-threads", type=int, default=1, help="torch.set_num_threads for tianshou")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra asyncdqn config override (repeatable)")
     p.add_argument("--runs-dir", help="keep each run's output here (default: a temporary folder, deleted)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per child run")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--result-file", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = parser().parse_args()
 
     if args.child:
         spec = json.loads(args.child)
@@ -245,29 +327,29 @@ def main() -> int:
               "or `.venv/bin/pip install -e '.[bench]'`.")
         return 2
 
-    seeds, sb3_seeds = parse_seeds(args.seeds), parse_seeds(args.sb3_seeds)
+    ts_python, ts_note = tianshou_python(args.tianshou_python)
+    seeds = {"asyncdqn": parse_seeds(args.seeds), "sb3": parse_seeds(args.sb3_seeds)}
+    if ts_python:
+        seeds["tianshou"] = parse_seeds(args.tianshou_seeds)
     overrides = list(args.overrides)
     if args.quick:
-        seeds, sb3_seeds = seeds[:1], sb3_seeds[:1]
+        seeds = {system: system_seeds[:1] for system, system_seeds in seeds.items()}
         args.eval_every, args.eval_episodes, args.final_episodes, args.sb3_steps = 1000, 3, 3, 3000
+    if ts_python and (problem := tianshou_cartpole.budget_problem(args.sb3_steps, args.eval_every)):
+        print(f"tianshou: {problem}")
+        return 2
     overrides = [f"total_steps={args.sb3_steps}", *overrides]  # the same budget for both systems
-    common = {"eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "stop_at": args.stop_at,
-              "final_episodes": args.final_episodes}
+    plan = build_plan(args, seeds, overrides)
     machine = machine_info()
-    print(f"CartPole-v1 time-to-solve: asyncdqn seeds {seeds}, SB3 seeds {sb3_seeds}"
-          f"{'  [QUICK smoke run: figures meaningless]' if args.quick else ''}")
+    print(f"CartPole-v1 time-to-solve: asyncdqn seeds {seeds['asyncdqn']}, SB3 seeds {seeds['sb3']}"
+          + (f", tianshou seeds {seeds['tianshou']}" if ts_python else "")
+          + f"{'  [QUICK smoke run: figures meaningless]' if args.quick else ''}")
     print(f"machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, torch {machine['torch']}, "
           f"SB3 {machine['stable_baselines3']}, load {machine['loadavg_at_start']}")
+    if ts_note:
+        print(ts_note)
 
-    # Interleave the two systems so slow drifts in machine load hit both alike.
-    plan = []
-    for i in range(max(len(seeds), len(sb3_seeds))):
-        if i < len(seeds):
-            plan.append({"system": "asyncdqn", "seed": seeds[i], "threads": args.asyncdqn_threads,
-                         "overrides": overrides, **common})
-        if i < len(sb3_seeds):
-            plan.append({"system": "sb3", "seed": sb3_seeds[i], "threads": args.sb3_threads,
-                         "sb3_steps": args.sb3_steps, **common})
+    children = {"asyncdqn": (SCRIPT, None), "sb3": (SCRIPT, None), "tianshou": (TIANSHOU_SCRIPT, ts_python)}
     tmp = None if args.runs_dir else tempfile.TemporaryDirectory(prefix="cartpole-vs-sb3-")
     runs_dir = Path(args.runs_dir or tmp.name)
     rows = []
@@ -278,7 +360,8 @@ def main() -> int:
                 print(f"{run_dir} exists; give --runs-dir an empty folder")
                 return 1
             spec["run_dir"] = str(run_dir)
-            r = run_child(SCRIPT, spec, args.timeout)
+            script, python = children[spec["system"]]
+            r = run_child(script, spec, args.timeout, python=python)
             r["solved"] = r["final_mean"] is not None and r["final_mean"] >= args.stop_at
             rows.append(r)
             print(f"  {r['system']:8s} seed {r['seed']}: wall {r['wall_s']:.1f}s, {r['env_steps']} steps, "
@@ -287,41 +370,30 @@ def main() -> int:
         if tmp is not None:
             tmp.cleanup()
 
-    print_table("Per seed (wall_s: training call incl. construction; SB3 eval_s is inside its wall_s)",
+    print_table("Per seed (wall_s: training call incl. construction; "
+                + ("SB3 and tianshou eval_s are inside their" if ts_python else "SB3 eval_s is inside its")
+                + " wall_s)",
                 [("system", ""), ("seed", ""), ("wall_s", ".2f"), ("eval_s", ".2f"), ("wall_ex_eval_s", ".2f"),
                  ("env_steps", ""), ("stop_step", ""), ("updates", ""), ("final_mean", ".1f"), ("solved", ""),
                  ("cpu_s", ".1f")], rows)
-    summaries = [summarise(s, [r for r in rows if r["system"] == s]) for s in ("asyncdqn", "sb3")]
+    summaries = [summarise(s, [r for r in rows if r["system"] == s]) for s in seeds]
     print_table("Medians over seeds",
                 [("system", ""), ("runs", ""), ("solved", ""), ("median_wall_all_s", ".2f"),
                  ("median_charged_s", ".2f"), ("median_time_to_solve_s", ".2f"),
                  ("median_time_to_solve_ex_eval_s", ".2f"), ("median_env_steps", ".0f"),
                  ("median_final_mean", ".1f"), ("median_cpu_s", ".1f")], summaries)
-    a, s = summaries
-    headline = {
-        "asyncdqn_solved": f"{a['solved']}/{a['runs']}", "sb3_solved": f"{s['solved']}/{s['runs']}",
-        "asyncdqn_median_time_to_solve_s": a["median_time_to_solve_s"],
-        "sb3_median_time_to_solve_s": s["median_time_to_solve_s"],
-        "ratio_time_to_solve": ratio(a["median_time_to_solve_s"], s["median_time_to_solve_s"]),
-        "ratio_time_to_solve_vs_sb3_ex_eval": ratio(a["median_time_to_solve_s"],
-                                                    s["median_time_to_solve_ex_eval_s"]),
-        "ratio_wall_all_seeds": ratio(a["median_wall_all_s"], s["median_wall_all_s"]),
-        "asyncdqn_median_charged_s": a["median_charged_s"], "sb3_median_charged_s": s["median_charged_s"],
-        "ratio_charged_all_seeds": (a["median_charged_s"] / s["median_charged_s"]
-                                    if a["median_charged_s"] and math.isfinite(s["median_charged_s"] or math.inf)
-                                    else None),
-    }
-    print("\nasyncdqn / SB3 median time-to-solve: "
-          + (f"{headline['ratio_time_to_solve']:.3f}" if headline["ratio_time_to_solve"] is not None
-             else "n/a (a system solved no seed)")
-          + (f"  (vs SB3 without its blocking evals: {headline['ratio_time_to_solve_vs_sb3_ex_eval']:.3f})"
-             if headline["ratio_time_to_solve_vs_sb3_ex_eval"] is not None else "")
-          + (f"; over all seeds: {headline['ratio_wall_all_seeds']:.3f}"
-             if headline["ratio_wall_all_seeds"] is not None else ""))
-    result = {"benchmark": "cartpole_vs_sb3", "quick": args.quick, "machine": machine,
-              "protocol": {**common, "sb3_steps": args.sb3_steps, "sb3_threads": args.sb3_threads,
-                           "asyncdqn_threads": args.asyncdqn_threads, "asyncdqn_overrides": overrides,
-                           "rl_zoo": RL_ZOO},
+    a, s, *t = summaries
+    headline = versus(a, s)
+    print()
+    print_ratio(headline, "sb3", "SB3")
+    protocol = {**common_spec(args), "sb3_steps": args.sb3_steps, "sb3_threads": args.sb3_threads,
+                "asyncdqn_threads": args.asyncdqn_threads, "asyncdqn_overrides": overrides, "rl_zoo": RL_ZOO}
+    if t:
+        headline |= versus(a, t[0], "_vs_tianshou")
+        print_ratio(headline, "tianshou", "tianshou", "_vs_tianshou")
+        protocol |= {"tianshou_threads": args.tianshou_threads, "tianshou_python": ts_python,
+                     "tianshou_recipe": tianshou_cartpole.RECIPE}
+    result = {"benchmark": "cartpole_vs_sb3", "quick": args.quick, "machine": machine, "protocol": protocol,
               "runs": rows, "summary": summaries, **headline}
     finish(result, {**headline, "summary": summaries}, args.out)
     return 0
