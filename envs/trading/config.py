@@ -79,8 +79,7 @@ class TradingConfig:
                 "must be a finite number >= 0")
         require(math.isfinite(self.slippage_bps) and self.slippage_bps >= 0, "env.kwargs.slippage_bps",
                 "must be a finite number >= 0")
-        require(self.min_hold >= 1,
-                "env.kwargs.min_hold", "must be an integer >= 1 (bars)")
+        require(self.min_hold >= 1, "env.kwargs.min_hold", "must be an integer >= 1 (bars)")
         require(self.fill in ("open", "close"), "env.kwargs.fill", "must be 'open' or 'close'")
         require(self.episode_length >= 2, "env.kwargs.episode_length", "must be >= 2")
         require(self.validation_bars == 0 or self.validation_bars >= 2, "env.kwargs.validation_bars",
