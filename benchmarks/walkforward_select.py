@@ -38,6 +38,18 @@ def choose(candidates: list[Path]) -> list[dict]:
     return out
 
 
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def sharpe_text(row: dict) -> str:
+    """'S [lo, hi]', or 'flat' for a fold whose policy never traded (its Sharpe is undefined)."""
+    if row["sharpe"] is None:
+        return "flat"
+    lo, hi = row["sharpe_ci"]
+    return f"{row['sharpe']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
 def main(argv: list[str] | None = None) -> int:
     from asyncdqn.envs.trading.walkforward import _fold_backtest, fold_row, summarise
     from asyncdqn.metrics import to_json
@@ -57,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
           "buy-and-hold | turnover test / validation |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        lo, hi = r["sharpe_ci"]
         print(f"| {r['asset']} | {r['fold']} | {Path(r['chosen']).name} | "
-              f"{', '.join(f'{s:+.3f}' for s in r['validation_scores'])} | {r['sharpe']:.2f} [{lo:.2f}, {hi:.2f}] | "
-              f"{r['dsr']:.2f} | {r['random_p']:.3f} | {r['total_return']:+.1%} / {r['total_return_gross']:+.1%} | "
+              f"{', '.join(f'{s:+.3f}' for s in r['validation_scores'])} | {sharpe_text(r)} | "
+              f"{_num(r['dsr'], '.2f')} | {_num(r['random_p'], '.3f')} | "
+              f"{r['total_return']:+.1%} / {r['total_return_gross']:+.1%} | "
               f"{r['benchmark_return']:+.1%} | {r['turnover_per_bar']:.3f} / {r['validation_turnover_per_bar']:.3f} |")
     print(f"chosen: {counts}")
     print(f"over {summary['asset_folds']} asset-folds: Sharpe {summary['sharpe']:.2f} {summary['sharpe_ci']}, "

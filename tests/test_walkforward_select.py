@@ -29,3 +29,8 @@ def test_each_fold_takes_the_candidate_with_the_best_validation_score(tmp_path):
     assert [(p["asset"], p["fold"], p["chosen"]) for p in picks] == [("X", 0, str(a)), ("X", 1, str(b)),
                                                                      ("Y", 0, str(a))]   # a tie keeps the first
     assert picks[1]["validation_scores"] == [-0.20, 0.30] and picks[1]["folder"] == b / "X" / "fold1"
+
+
+def test_a_flat_fold_prints_as_flat_and_a_traded_one_with_its_interval():
+    assert sel.sharpe_text({"sharpe": None, "sharpe_ci": None}) == "flat"
+    assert sel.sharpe_text({"sharpe": 0.5, "sharpe_ci": [-0.25, 1.0]}) == "0.50 [-0.25, 1.00]"
